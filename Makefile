@@ -1,0 +1,74 @@
+# Responsible Diffusion: the two commands of the README, and helpers.
+#
+#   make course   set up what is missing, then open JupyterLab at the start page
+#   make test     set up what is missing, then run the tests (unit tests + every notebook)
+#   make sync     update notebooks/*.ipynb from course/*.md, keeping outputs
+#   make execute  `make sync`, then re-run every notebook in place (toy profile, offline)
+#
+# Set-up happens once: a virtual environment in .venv with torch, then this
+# package and its development tools. It is redone only when pyproject.toml
+# changes (or after `make clean`). Variables you can override:
+#
+#   make course COURSE_PROFILE=auto                        use the GPU if there is one
+#   make test PYTEST_ARGS="tests -x"                       only the unit tests, stop at the first failure
+#   make course TORCH_INDEX=https://download.pytorch.org/whl/cpu   CPU-only torch (small download)
+#   make course PORT=8899 JUPYTER_ARGS=--no-browser
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+COURSE_PROFILE ?= toy
+TEST_PROFILE ?= toy
+PORT ?= 8888
+JUPYTER_ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+# JupyterLab refuses to run as root unless told (containers often run as root)
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+STAMP := $(VENV)/.course-installed
+COURSE_MD := $(wildcard course/[0-9][0-9]_*.md)
+NOTEBOOKS := $(patsubst course/%.md,notebooks/%.ipynb,$(COURSE_MD))
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: course test setup sync execute clean help
+
+help:
+	@sed -n '3,7p' Makefile | sed 's/^# \{0,1\}//'
+
+# Create the environment on first use; reinstall when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python 3.10 or newer is needed: run make PYTHON=python3.11 ..."; exit 1; }
+	@test -x $(BIN)/python || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV) || \
+	  { echo "Could not create a virtual environment (on Debian/Ubuntu: apt install python3-venv)"; exit 1; }; }
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+	@echo "Set-up done: $(VENV)"
+
+setup: $(STAMP)
+
+course: $(STAMP)
+	COURSE_PROFILE=$(COURSE_PROFILE) $(BIN)/jupyter lab --port=$(PORT) $(ALLOW_ROOT) \
+	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(JUPYTER_ARGS)
+
+test: $(STAMP)
+	COURSE_PROFILE=$(TEST_PROFILE) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# course/NN_name.md is the source; its notebook keeps its outputs and cell ids.
+sync: $(STAMP)
+	@for md in $(COURSE_MD); do \
+	  nb=notebooks/$$(basename $$md .md).ipynb; \
+	  if [ -f $$nb ]; then $(BIN)/jupytext --update --to ipynb $$md -o $$nb; \
+	  else $(BIN)/jupytext --to ipynb $$md -o $$nb; fi || exit 1; \
+	done
+
+# Execute on the toy profile, offline, without timing metadata in the cells.
+execute: sync
+	COURSE_PROFILE=toy HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False $(NOTEBOOKS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,481 @@
+"""The course's two model profiles, chosen in one place, and the loaders for them.
+
+| profile | models | runs on |
+| --- | --- | --- |
+| `toy` | the course's own tiny text-to-image model and CLIP, shipped in this package (`utils/weights/`) | any CPU, offline |
+| `sd15` | Stable Diffusion v1.5, its safety checker, CLIP ViT-L/14 (from the Hugging Face Hub) | a CUDA GPU with Hub access |
+| `auto` | `sd15` where a CUDA GPU and the Hub are both reachable, else `toy` | anywhere |
+
+Choose a profile with the `profile=` argument or the `COURSE_PROFILE`
+environment variable (`COURSE_PROFILE=toy make course`); never by editing
+cells. Without either, the profile is `auto`. Taught in
+`notebooks/00_start_here.ipynb`.
+
+Weights are loaded only as safetensors, and never with `trust_remote_code`.
+diffusers and transformers are imported inside the loaders, so importing this
+module is quick.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from . import gpu
+
+PROFILES = ("toy", "sd15", "auto")
+"""The valid profile names."""
+
+PROFILE_ENV_VAR = "COURSE_PROFILE"
+"""The environment variable that chooses the profile when no argument does."""
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TOY_SD_DIR = WEIGHTS_DIR / "toy-sd"
+"""The toy `StableDiffusionPipeline` folder (model_index.json, unet, vae, text_encoder, tokenizer, scheduler, safety_checker, feature_extractor)."""
+TOY_CLIP_DIR = WEIGHTS_DIR / "toy-clip"
+"""The toy `CLIPModel` + `CLIPProcessor` folder."""
+
+SD15_PIPELINE_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SD15_SAFETY_CHECKER_REPO = "CompVis/stable-diffusion-safety-checker"
+SD15_SLD_REPO = "AIML-TUDA/stable-diffusion-safe"
+SD15_CLIP_REPO = "openai/clip-vit-large-patch14"
+
+BUILD_TOY_COMMAND = "python -m utils.train"
+
+
+class ToyModelNotBuiltError(FileNotFoundError):
+    """The toy model's files are not in the package (they have not been built yet)."""
+
+
+class ProfileUnavailableError(RuntimeError):
+    """The profile cannot run here: no GPU, no Hub access, or not enough GPU memory. The message says what to do."""
+
+
+# --------------------------------------------------------------------------
+# Choosing the profile
+# --------------------------------------------------------------------------
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_hub_answer: tuple[float, bool] | None = None  # (when, answer): remembered for a minute
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    r"""
+    Ask the Hugging Face Hub, briefly, whether it answers (for SD v1.5's repository).
+
+    Returns `False` at once when `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`)
+    is set. Otherwise it asks in a background thread and gives up after
+    `timeout` seconds, so a dead network never hangs a notebook. The answer
+    is remembered for a minute.
+
+    Args:
+        timeout (`float`, *optional*, defaults to `3.0`):
+            Seconds to wait for an answer.
+
+    Returns:
+        `bool`: `True` if the Hub answered.
+    """
+    global _hub_answer
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE"):
+        return False
+    if _hub_answer is not None and time.monotonic() - _hub_answer[0] < 60:
+        return _hub_answer[1]
+    answers = []
+
+    def ask():
+        try:
+            from huggingface_hub import HfApi
+
+            HfApi().model_info(SD15_PIPELINE_REPO, timeout=timeout)
+            answers.append(True)
+        except Exception:  # offline, DNS failure, timeout, HTTP error: all mean "not reachable"
+            answers.append(False)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    answer = bool(answers) and answers[0]
+    _hub_answer = (time.monotonic(), answer)
+    return answer
+
+
+def choose_auto_profile(has_cuda: bool, hub_ok: bool) -> tuple[str, str]:
+    r"""
+    The rule behind `auto`, as a pure function of two facts.
+
+    Args:
+        has_cuda (`bool`):
+            Is there a CUDA GPU?
+        hub_ok (`bool`):
+            Is the Hugging Face Hub reachable?
+
+    Returns:
+        `tuple[str, str]`: the profile (`"sd15"` or `"toy"`) and why.
+
+    Example:
+
+    ```py
+    >>> utils.models.choose_auto_profile(has_cuda=False, hub_ok=True)
+    ('toy', 'no CUDA GPU here, and sd15 needs one')
+    ```
+    """
+    if not has_cuda:
+        return "toy", "no CUDA GPU here, and sd15 needs one"
+    if not hub_ok:
+        return "toy", "a CUDA GPU is here, but the Hugging Face Hub is not reachable: offline, or HF_HUB_OFFLINE is set"
+    return "sd15", "a CUDA GPU and the Hugging Face Hub are both here"
+
+
+def resolve_profile(profile: str | None = None) -> tuple[str, str]:
+    r"""
+    Decide which profile to use, and say why: the one place where the profile is chosen.
+
+    The argument wins; without one, the `COURSE_PROFILE` environment variable;
+    without that, `auto`. `auto` becomes `sd15` only where a CUDA GPU and the
+    Hugging Face Hub are both reachable, otherwise `toy` (see
+    `choose_auto_profile`). The Hub is asked only when there is a GPU.
+
+    Args:
+        profile (`str`, *optional*):
+            `"toy"`, `"sd15"` or `"auto"` (any case). `None` reads `COURSE_PROFILE`.
+
+    Returns:
+        `tuple[str, str]`: the profile (`"toy"` or `"sd15"`, never `"auto"`) and the reason.
+
+    Raises:
+        `ValueError`: for an unknown profile name; the message lists the valid ones.
+
+    Example:
+
+    ```py
+    >>> utils.models.resolve_profile("toy")
+    ('toy', "asked for with profile='toy'")
+    >>> utils.models.resolve_profile("auto")  # on a laptop without a GPU
+    ('toy', "auto picked toy: no CUDA GPU here, and sd15 needs one")
+    ```
+    """
+    if profile is not None:
+        requested, source = profile, f"profile={profile!r}"
+    elif os.environ.get(PROFILE_ENV_VAR, "").strip():
+        requested = os.environ[PROFILE_ENV_VAR]
+        source = f"{PROFILE_ENV_VAR}={requested.strip()}"
+    else:
+        requested, source = "auto", f"no profile given and {PROFILE_ENV_VAR} is not set"
+    name = requested.strip().lower() if isinstance(requested, str) else requested
+    if name not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {requested!r} (from {source}). "
+            f"Valid profiles: {', '.join(PROFILES)}. "
+            f"Pass one as profile=..., or set {PROFILE_ENV_VAR}, e.g. {PROFILE_ENV_VAR}=toy."
+        )
+    if name != "auto":
+        return name, f"asked for with {source}"
+    has_cuda = torch.cuda.is_available()
+    picked, why = choose_auto_profile(has_cuda, hub_ok=has_cuda and hub_reachable())
+    if profile is None and source.startswith(PROFILE_ENV_VAR):
+        why = f"{why}; {source}"
+    return picked, f"auto picked {picked}: {why}"
+
+
+def default_dtype(profile: str, device: str | torch.device) -> torch.dtype:
+    r"""
+    The dtype a profile's pipeline runs in: float32 for `toy` (tiny, and the
+    same numbers everywhere), `utils.gpu.pick_dtype(device)` for `sd15`.
+
+    Args:
+        profile (`str`): `"toy"` or `"sd15"`.
+        device (`str` or `torch.device`): where it runs.
+
+    Returns:
+        `torch.dtype`
+    """
+    return torch.float32 if profile == "toy" else gpu.pick_dtype(device)
+
+
+# --------------------------------------------------------------------------
+# Helpers for the loaders
+# --------------------------------------------------------------------------
+
+
+def toy_model_built() -> bool:
+    """`True` if the toy pipeline and the toy CLIP are both in the package."""
+    return (TOY_SD_DIR / "model_index.json").is_file() and (TOY_CLIP_DIR / "config.json").is_file()
+
+
+def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict:
+    r"""
+    The keyword that sets a diffusers model's dtype in `from_pretrained`: `dtype=`
+    from diffusers 0.40 on, `torch_dtype=` before (Colab had 0.39; 0.40+ warns
+    that `torch_dtype` is deprecated).
+
+    Returns:
+        `dict`: `{"dtype": dtype}` or `{"torch_dtype": dtype}`, to pass as `**kwargs`.
+    """
+    from packaging.version import Version
+
+    new_enough = Version(metadata.version("diffusers")).release >= (0, 40)
+    return {"dtype": dtype} if new_enough else {"torch_dtype": dtype}
+
+
+@contextmanager
+def _quiet_loading():
+    """Hide diffusers' and transformers' loading progress bars (local files load in a blink; the bars only add noise)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_on = diffusers_logging.is_progress_bar_enabled()
+    transformers_on = transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if diffusers_on:
+            diffusers_logging.enable_progress_bar()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
+
+
+def _require_toy(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ToyModelNotBuiltError(
+            f"The toy model is not built yet: {what} is missing ({path}). "
+            f"Build it with `{BUILD_TOY_COMMAND}` from the repository's root, "
+            "or reinstall the course package."
+        )
+    return path.parent if path.is_file() else path
+
+
+def _sd15_device(device: str | torch.device | None) -> str | torch.device:
+    if device is not None:
+        return device  # asked for explicitly: respect it, even the CPU (minutes per image)
+    if torch.cuda.is_available():
+        return "cuda"
+    raise ProfileUnavailableError(
+        "The sd15 profile needs a CUDA GPU, and there is none here. What to do:\n"
+        f"- use the toy profile: profile='toy', or set {PROFILE_ENV_VAR}=toy (runs on any CPU, offline);\n"
+        "- in Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again from the top;\n"
+        "- to run Stable Diffusion on the CPU anyway (minutes per image), pass device='cpu'."
+    )
+
+
+def _hub_help(repo: str, err: Exception) -> str:
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    offline = (
+        "HF_HUB_OFFLINE is set, so nothing is downloaded: unset it, or download the model once while online.\n"
+        if _env_flag("HF_HUB_OFFLINE")
+        else ""
+    )
+    return (
+        f"Could not load {repo!r} from the Hugging Face Hub "
+        f"({type(err).__name__}: {first_line}).\n"
+        f"{offline}"
+        "What to do:\n"
+        f"- use the toy profile, which needs no network: profile='toy', or set {PROFILE_ENV_VAR}=toy;\n"
+        "- check the network (can this machine open https://huggingface.co?);\n"
+        "- if the message mentions 401, 403 or a gated repository, accept the model's licence on its Hub page "
+        "and log in: `hf auth login` (older versions: `huggingface-cli login`), or in Colab add an HF_TOKEN secret."
+    )
+
+
+def _from_hub(loader, repo: str, **kwargs):
+    """`loader.from_pretrained(repo, **kwargs)`, turning a loading failure into a clear error."""
+    try:
+        return loader.from_pretrained(repo, **kwargs)
+    except OSError as err:  # every download and file error in diffusers/transformers/huggingface_hub
+        raise ProfileUnavailableError(_hub_help(repo, err)) from None
+
+
+def _place_on(model, device, plan: gpu.MemoryPlan | None = None):
+    """Move a model or pipeline to `device` (following `plan` for pipelines); a clear error when the GPU is full."""
+    try:
+        if plan is None:
+            return model.to(device)
+        return gpu.apply_memory_plan(model, plan, device)
+    except torch.cuda.OutOfMemoryError:
+        raise ProfileUnavailableError(
+            f"The GPU ran out of memory while loading onto {device}. What to do:\n"
+            "- free what earlier cells loaded: `del pipe` (and other models), then `utils.gpu.free_memory()`;\n"
+            "- in Colab: Runtime > Restart session, then run only this notebook;\n"
+            f"- use the toy profile: set {PROFILE_ENV_VAR}=toy."
+        ) from None
+
+
+# --------------------------------------------------------------------------
+# Loaders
+# --------------------------------------------------------------------------
+
+
+def load_pipeline(
+    profile: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+):
+    r"""
+    Load the profile's text-to-image `StableDiffusionPipeline`, on its device, ready to call.
+
+    The pipeline keeps its safety checker. Its progress bar is off (so a
+    notebook's output stays the same from run to run). On a CUDA GPU the
+    memory switches of `utils.gpu.plan_memory` are applied.
+
+    Args:
+        profile (`str`, *optional*):
+            `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE` (see `resolve_profile`).
+        device (`str` or `torch.device`, *optional*):
+            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+        dtype (`torch.dtype`, *optional*):
+            Defaults to `default_dtype(profile, device)`: float32 for `toy`, fp16 on CUDA for `sd15`.
+
+    Returns:
+        `StableDiffusionPipeline`
+
+    Raises:
+        `ValueError`: unknown profile.
+        `ToyModelNotBuiltError`: `toy`, but its files are not in the package yet.
+        `ProfileUnavailableError`: `sd15` without a GPU, without the Hub, or without enough GPU memory.
+
+    Example:
+
+    ```py
+    >>> pipe = utils.models.load_pipeline("toy")
+    >>> image = pipe("a red circle", generator=utils.gpu.make_generator(0)).images[0]
+    ```
+    """
+    from diffusers import StableDiffusionPipeline
+
+    name, _ = resolve_profile(profile)
+    if name == "toy":
+        source = _require_toy(TOY_SD_DIR / "model_index.json", "the toy pipeline")
+        device = device if device is not None else gpu.pick_device()
+        with _quiet_loading():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source,
+                **diffusers_dtype_kwarg(dtype or default_dtype(name, device)),
+                use_safetensors=True,
+                local_files_only=True,
+            )
+    else:
+        device = _sd15_device(device)
+        dtype = dtype or default_dtype(name, device)
+        half = dtype in (torch.float16, torch.bfloat16)
+        pipe = _from_hub(
+            StableDiffusionPipeline,
+            SD15_PIPELINE_REPO,
+            **diffusers_dtype_kwarg(dtype),
+            use_safetensors=True,
+            variant="fp16" if half else None,  # half-size download when running in half precision
+        )
+    total_gib = gpu.gpu_memory(device)[0] / gpu.GIB if torch.device(device).type == "cuda" else None
+    pipe = _place_on(pipe, device, gpu.plan_memory(total_gib, name))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_clip(
+    profile: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    r"""
+    Load the profile's CLIP model and processor (for zero-shot attributes and image embeddings).
+
+    `toy`: the toy CLIP trained on the toy world. `sd15`: `openai/clip-vit-large-patch14`.
+
+    Args:
+        profile (`str`, *optional*):
+            `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE`.
+        device (`str` or `torch.device`, *optional*):
+            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
+            Similarities are compared to a few decimals: keep float32 unless memory is short.
+
+    Returns:
+        `tuple[CLIPModel, CLIPProcessor]`: the model (in eval mode, on `device`) and its processor.
+
+    Raises:
+        `ValueError`, `ToyModelNotBuiltError`, `ProfileUnavailableError`: as for `load_pipeline`.
+
+    Example:
+
+    ```py
+    >>> model, processor = utils.models.load_clip("toy")
+    >>> inputs = processor(text=["a red circle"], return_tensors="pt", padding=True)
+    ```
+    """
+    from transformers import CLIPModel, CLIPProcessor
+
+    name, _ = resolve_profile(profile)
+    if name == "toy":
+        source = _require_toy(TOY_CLIP_DIR / "config.json", "the toy CLIP")
+        device = device if device is not None else gpu.pick_device()
+        with _quiet_loading():
+            model = CLIPModel.from_pretrained(source, dtype=dtype, use_safetensors=True, local_files_only=True)
+            processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
+    else:
+        device = _sd15_device(device)
+        model = _from_hub(CLIPModel, SD15_CLIP_REPO, dtype=dtype, use_safetensors=True)
+        processor = _from_hub(CLIPProcessor, SD15_CLIP_REPO)
+    return _place_on(model, device).eval(), processor
+
+
+def load_safety_checker(
+    profile: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    r"""
+    Load the profile's `StableDiffusionSafetyChecker` and the `CLIPImageProcessor` that prepares its input.
+
+    `toy`: the checker inside the toy pipeline folder, whose concepts are toy
+    glyphs. `sd15`: `CompVis/stable-diffusion-safety-checker`, the checker that
+    Stable Diffusion v1.x pipelines run.
+
+    Args:
+        profile (`str`, *optional*):
+            `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE`.
+        device (`str` or `torch.device`, *optional*):
+            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
+            The checker rounds its scores to 3 decimals: float32 keeps them exact.
+
+    Returns:
+        `tuple[StableDiffusionSafetyChecker, CLIPImageProcessor]`: the checker (eval mode, on `device`) and its processor.
+
+    Raises:
+        `ValueError`, `ToyModelNotBuiltError`, `ProfileUnavailableError`: as for `load_pipeline`.
+
+    Example:
+
+    ```py
+    >>> checker, processor = utils.models.load_safety_checker("toy")
+    >>> clip_input = processor(images, return_tensors="pt").pixel_values
+    ```
+    """
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    name, _ = resolve_profile(profile)
+    if name == "toy":
+        checker_dir = _require_toy(TOY_SD_DIR / "safety_checker" / "config.json", "the toy safety checker")
+        processor_dir = _require_toy(TOY_SD_DIR / "feature_extractor", "the toy feature extractor")
+        device = device if device is not None else gpu.pick_device()
+        with _quiet_loading():
+            checker = StableDiffusionSafetyChecker.from_pretrained(
+                checker_dir, dtype=dtype, use_safetensors=True, local_files_only=True
+            )
+            processor = CLIPImageProcessor.from_pretrained(processor_dir, local_files_only=True)
+    else:
+        device = _sd15_device(device)
+        checker = _from_hub(StableDiffusionSafetyChecker, SD15_SAFETY_CHECKER_REPO, dtype=dtype, use_safetensors=True)
+        processor = _from_hub(CLIPImageProcessor, SD15_SAFETY_CHECKER_REPO)
+    return _place_on(checker, device).eval(), processor

@@ -1,0 +1,359 @@
+"""The toy world: a procedural data set of small captioned images whose every attribute is known.
+
+Taught in `notebooks/01_toy_world.ipynb`. Every image shows one shape (a colour, a shape,
+a size, a position) on a background, and sometimes a *restricted glyph* drawn behind it in
+cyan ink. The glyphs are harmless stand-ins for the content that safety mechanisms exist to
+catch in real models; "small" is the *special-care* concept that makes the checker stricter,
+as "child" does for the real Stable Diffusion checker. Two role words carry a documented,
+controlled colour bias (`BIAS`), and a few colour-shape pairs (`HELD_OUT`) never appear in
+training, to test compositional generalisation.
+
+`decode(image)` is the ground truth: it reads the attributes back from the pixels, so a
+generated image can be measured, not eyeballed.
+
+Example:
+    >>> from utils import toyworld
+    >>> attrs = toyworld.Attributes(color="red", shape="circle", size="small")
+    >>> toyworld.caption(**attrs.caption_kwargs())
+    'a small red circle'
+    >>> toyworld.decode(toyworld.render(attrs))["color"]
+    'red'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SIZE = 32  # pixels; the VAE turns a 32x32 image into a 4x16x16 latent
+
+COLORS = ["red", "green", "blue", "yellow", "purple"]
+SHAPES = ["circle", "square", "triangle", "diamond"]
+SIZES = ["small", "large"]
+POSITIONS = ["left", "center", "right"]
+BACKGROUNDS = ["white", "grey", "black"]
+RESTRICTED = ["cross", "bars", "ring"]  # glyphs that play the role of unsafe content
+SPECIAL_CARE = ["small"]  # plays the role of "child": the checker gets 0.01 stricter
+ROLES = ["doctor", "chef"]
+
+# Documented, controlled bias: P(colour | role) in the training data. Colours not listed share
+# the remaining probability equally. Images without a role have uniformly distributed colours.
+BIAS = {"doctor": {"blue": 0.8}, "chef": {"red": 0.7}}
+
+# Colour-shape pairs that no training image shows (compositional generalisation test).
+HELD_OUT = [("green", "triangle"), ("yellow", "square"), ("purple", "circle"), ("red", "diamond")]
+
+# Probabilities used by `sample_attributes`.
+P_ROLE = 0.3
+P_RESTRICTED = 0.3
+
+RGB = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 230),
+    "yellow": (240, 210, 40),
+    "purple": (150, 60, 200),
+    "white": (235, 235, 235),
+    "grey": (128, 128, 128),
+    "black": (25, 25, 25),
+    "ink": (0, 200, 210),  # cyan, used only by restricted glyphs
+}
+
+_RADIUS = {"small": 5.0, "large": 9.0}
+_CENTER_X = {"left": 10.0, "center": 16.0, "right": 22.0}
+_SUPERSAMPLE = 4  # render at 4x and average: anti-aliased edges
+
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """Everything an image of the toy world shows (and the role word of its caption)."""
+
+    color: str
+    shape: str
+    size: str = "large"
+    position: str = "center"
+    background: str = "grey"
+    restricted: tuple[str, ...] = ()
+    role: str | None = None
+
+    def __post_init__(self):
+        for name, valid in [("color", COLORS), ("shape", SHAPES), ("size", SIZES),
+                            ("position", POSITIONS), ("background", BACKGROUNDS)]:
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is not in the toy world; choose one of {valid}")
+        for glyph in self.restricted:
+            if glyph not in RESTRICTED:
+                raise ValueError(f"restricted glyph {glyph!r} is unknown; choose from {RESTRICTED}")
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"role={self.role!r} is unknown; choose one of {ROLES} or None")
+
+    def caption_kwargs(self) -> dict:
+        """The arguments of `caption` that describe this image completely."""
+        return dataclasses.asdict(self)
+
+
+def caption(color=None, shape=None, size=None, position=None, background=None,
+            restricted=(), role=None) -> str:
+    """The canonical caption for the given attributes; attributes left as None are not mentioned.
+
+    Args:
+        color, shape, size, position, background (`str`, *optional*): words from `COLORS`,
+            `SHAPES`, `SIZES`, `POSITIONS`, `BACKGROUNDS`.
+        restricted (`tuple[str]`, defaults to `()`): glyphs from `RESTRICTED`.
+        role (`str`, *optional*): a word from `ROLES`.
+
+    Returns:
+        `str`, e.g. ``"a doctor as a small red circle on the left on a grey background with a cross"``.
+
+    Example:
+        >>> caption(color="red", shape="circle")
+        'a red circle'
+        >>> caption(role="doctor")
+        'a doctor'
+    """
+    for name, value, valid in [("color", color, COLORS), ("shape", shape, SHAPES),
+                               ("size", size, SIZES), ("position", position, POSITIONS),
+                               ("background", background, BACKGROUNDS), ("role", role, ROLES)]:
+        if value is not None and value not in valid:
+            raise ValueError(f"{name}={value!r} is not in the toy world; choose one of {valid}")
+    if isinstance(restricted, str):
+        restricted = (restricted,)
+    unknown = [g for g in restricted if g not in RESTRICTED]
+    if unknown:
+        raise ValueError(f"restricted glyphs {unknown} are unknown; choose from {RESTRICTED}")
+
+    words = [w for w in (size, color) if w]
+    if shape or words or not role:
+        noun = " ".join(words + [shape or "shape"])
+        text = f"a {role} as a {noun}" if role else f"a {noun}"
+    else:
+        text = f"a {role}"
+    if position:
+        text += " in the center" if position == "center" else f" on the {position}"
+    if background:
+        text += f" on a {background} background"
+    if restricted:
+        text += " with " + " and ".join("bars" if g == "bars" else f"a {g}" for g in restricted)
+    return text
+
+
+# ---------------------------------------------------------------- rendering
+
+def _grid(scale: int = _SUPERSAMPLE):
+    """Pixel-centre coordinates (y, x) in units of output pixels, at `scale` samples per pixel."""
+    n = IMAGE_SIZE * scale
+    c = (np.arange(n) + 0.5) / scale
+    return np.meshgrid(c, c, indexing="ij")
+
+
+def shape_mask(shape, size, position, scale=_SUPERSAMPLE) -> np.ndarray:
+    """A boolean mask (IMAGE_SIZE*scale square) of where the shape is drawn."""
+    y, x = _grid(scale)
+    r, cx, cy = _RADIUS[size], _CENTER_X[position], IMAGE_SIZE / 2
+    dx, dy = x - cx, y - cy
+    if shape == "circle":
+        return dx**2 + dy**2 <= r**2
+    if shape == "square":
+        return (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= 1.15 * r
+    if shape == "triangle":  # apex up, base below the centre
+        top, base = cy - r, cy + 0.8 * r
+        half_width = r * (y - top) / (base - top)
+        return (y >= top) & (y <= base) & (np.abs(dx) <= half_width)
+    raise ValueError(f"shape={shape!r} is not in the toy world; choose one of {SHAPES}")
+
+
+def glyph_mask(glyph, scale=_SUPERSAMPLE) -> np.ndarray:
+    """A boolean mask of a restricted glyph: lines about 3 pixels wide spanning the canvas."""
+    y, x = _grid(scale)
+    n = IMAGE_SIZE
+    if glyph == "cross":
+        return (np.abs(x - y) <= 1.6) | (np.abs(x + y - n) <= 1.6)
+    if glyph == "bars":
+        return ((y >= 3) & (y <= 6.5)) | ((y >= n - 6.5) & (y <= n - 3))
+    if glyph == "ring":
+        return np.abs(np.hypot(x - n / 2, y - n / 2) - 13) <= 1.6
+    raise ValueError(f"glyph {glyph!r} is unknown; choose from {RESTRICTED}")
+
+
+def render(attrs: Attributes) -> Image.Image:
+    """Draw the image that `attrs` describe: background, then glyphs, then the shape on top."""
+    n = IMAGE_SIZE * _SUPERSAMPLE
+    canvas = np.empty((n, n, 3), dtype=np.float32)
+    canvas[:] = RGB[attrs.background]
+    for glyph in attrs.restricted:
+        canvas[glyph_mask(glyph)] = RGB["ink"]
+    canvas[shape_mask(attrs.shape, attrs.size, attrs.position)] = RGB[attrs.color]
+    s = _SUPERSAMPLE
+    small = canvas.reshape(IMAGE_SIZE, s, IMAGE_SIZE, s, 3).mean(axis=(1, 3))  # box filter
+    return Image.fromarray(np.round(small).astype(np.uint8))
+
+
+# ---------------------------------------------------------------- sampling
+
+def _color_given_role(role, rng: random.Random) -> str:
+    favoured = BIAS.get(role, {})
+    rest = [c for c in COLORS if c not in favoured]
+    weights = [favoured.get(c, (1 - sum(favoured.values())) / len(rest)) for c in COLORS]
+    return rng.choices(COLORS, weights)[0]
+
+
+def sample_attributes(rng: random.Random, split: str = "train") -> Attributes:
+    """Draw one image's attributes.
+
+    Args:
+        rng (`random.Random`): the source of randomness (seed it for reproducibility).
+        split (`str`, defaults to `"train"`): `"train"` never yields a `HELD_OUT` colour-shape
+            pair, `"test"` may yield any pair, `"heldout"` yields only `HELD_OUT` pairs.
+
+    Returns:
+        `Attributes`.
+    """
+    if split not in ("train", "test", "heldout"):
+        raise ValueError(f"split={split!r}; choose 'train', 'test' or 'heldout'")
+    while True:
+        role = rng.choice(ROLES) if rng.random() < P_ROLE else None
+        color = _color_given_role(role, rng)
+        shape = rng.choice(SHAPES)
+        held_out = (color, shape) in HELD_OUT
+        if split == "test" or (split == "train") != held_out:
+            break
+    restricted = (rng.choice(RESTRICTED),) if rng.random() < P_RESTRICTED else ()
+    return Attributes(color=color, shape=shape, size=rng.choice(SIZES),
+                      position=rng.choice(POSITIONS), background=rng.choice(BACKGROUNDS),
+                      restricted=restricted, role=role)
+
+
+def training_caption(attrs: Attributes, rng: random.Random) -> str:
+    """A caption as a real data set would have it: attributes are left out at random.
+
+    Each of size, position and background is dropped with probability 0.4, the shape with 0.15,
+    the colour with 0.2 (0.5 when a role word is present, so that "a doctor" alone learns the
+    biased colour distribution), the role with 0.3 and the glyph with 0.1 (so the model, like
+    real ones, sometimes draws unsafe content that the prompt did not ask for).
+    """
+    def keep(value, p_drop):
+        return value if rng.random() >= p_drop else None
+    p_color = 0.5 if attrs.role else 0.2
+    restricted = attrs.restricted if rng.random() >= 0.1 else ()
+    return caption(color=keep(attrs.color, p_color), shape=keep(attrs.shape, 0.15),
+                   size=keep(attrs.size, 0.4), position=keep(attrs.position, 0.4),
+                   background=keep(attrs.background, 0.4), restricted=restricted,
+                   role=keep(attrs.role, 0.3))
+
+
+def make_dataset(n: int, seed: int = 0, split: str = "train"):
+    """`n` images with their attributes and a training caption each, all from `seed`.
+
+    Returns:
+        `(images, attributes, captions)`: a uint8 array `(n, IMAGE_SIZE, IMAGE_SIZE, 3)`,
+        a list of `Attributes` and a list of `str`.
+    """
+    rng = random.Random(f"{split}-{seed}")
+    attributes = [sample_attributes(rng, split) for _ in range(n)]
+    captions = [training_caption(a, rng) for a in attributes]
+    images = np.stack([np.asarray(render(a)) for a in attributes])
+    return images, attributes, captions
+
+
+def vocabulary() -> list[str]:
+    """Every word a toy-world caption can contain (the toy tokenizer's vocabulary)."""
+    words = {"a", "as", "with", "and", "on", "in", "the", "background", "shape", "bars"}
+    for group in (COLORS, SHAPES, SIZES, POSITIONS, BACKGROUNDS, RESTRICTED, ROLES):
+        words.update(group)
+    return sorted(words)
+
+
+# ---------------------------------------------------------------- ground-truth decoder
+
+_PALETTE_NAMES = COLORS + BACKGROUNDS + ["ink"]
+_PALETTE = np.array([RGB[c] for c in _PALETTE_NAMES], dtype=np.float32)
+_MAX_DISTANCE = 60  # RGB distance beyond which a pixel is "between colours" and not counted
+
+
+def _as_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+            image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"decode expects a PIL image or an array ({IMAGE_SIZE}, {IMAGE_SIZE}, 3);"
+                         f" got shape {image.shape}")
+    return image.astype(np.float32)
+
+
+def _coverage(mask: np.ndarray) -> np.ndarray:
+    """How much of each output pixel a supersampled mask covers (0 to 1)."""
+    s = _SUPERSAMPLE
+    return mask.reshape(IMAGE_SIZE, s, IMAGE_SIZE, s).mean(axis=(1, 3))
+
+
+def _soft_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.minimum(a, b).sum() / max(np.maximum(a, b).sum(), 1e-6))
+
+
+def _alpha(pixels, color, background) -> np.ndarray:
+    """Per pixel, how much of it is `color` over `background` (0 to 1); 0 for other colours."""
+    c, bg = np.array(RGB[color], np.float32), np.array(RGB[background], np.float32)
+    direction = c - bg
+    alpha = np.clip(((pixels - bg) @ direction) / (direction @ direction), 0, 1)
+    residual = np.linalg.norm(pixels - (bg + alpha[..., None] * direction), axis=-1)
+    return np.where(residual <= _MAX_DISTANCE, alpha, 0.0)
+
+
+_SHAPE_TEMPLATES = {(shape, size, pos): _coverage(shape_mask(shape, size, pos))
+                    for shape in SHAPES for size in SIZES for pos in POSITIONS}
+_GLYPH_TEMPLATES = {g: glyph_mask(g, scale=1) for g in RESTRICTED}
+
+
+def decode(image) -> dict:
+    """Read the attributes an image actually shows, from its pixels.
+
+    Every pixel is assigned the nearest colour of the toy palette; the most common background
+    colour is the background, the most common shape colour is the colour, the shape, size and
+    position are those of the best-overlapping template, and each glyph is present when most
+    of its visible part is cyan ink.
+
+    Args:
+        image (`PIL.Image.Image` or `np.ndarray`): an RGB image; PIL images of another size
+            are resized to `IMAGE_SIZE` first.
+
+    Returns:
+        `dict` with `color`, `shape`, `size`, `position` (None when no shape is visible),
+        `background`, `restricted` (a list of glyph names) and `shape_iou` (how well the best
+        template fits, 0 to 1).
+    """
+    pixels = _as_array(image)
+    distance = ((pixels[:, :, None, :] - _PALETTE) ** 2).sum(-1)
+    label = distance.argmin(-1)  # (H, W) index into _PALETTE_NAMES
+    # Edge pixels mix two colours (dark cyan on black is nearer green than anything else):
+    # only pixels close to a palette colour count.
+    label[distance.min(-1) > _MAX_DISTANCE**2] = -1
+    counts = np.bincount(label[label >= 0], minlength=len(_PALETTE_NAMES))
+
+    n_colors, n_bg = len(COLORS), len(BACKGROUNDS)
+    background = BACKGROUNDS[int(counts[n_colors:n_colors + n_bg].argmax())]
+    result = {"color": None, "shape": None, "size": None, "position": None,
+              "background": background, "restricted": [], "shape_iou": 0.0}
+
+    color_index = int(counts[:n_colors].argmax())
+    shape_pixels = label == color_index
+    if counts[color_index] >= 12:  # a small shape covers about 75 pixels
+        alpha = _alpha(pixels, COLORS[color_index], background)
+        scores = {key: _soft_iou(alpha, tmpl) for key, tmpl in _SHAPE_TEMPLATES.items()}
+        (shape, size, position), best = max(scores.items(), key=lambda kv: kv[1])
+        result.update(color=COLORS[color_index], shape=shape, size=size, position=position,
+                      shape_iou=round(best, 3))
+
+    ink = label == len(_PALETTE_NAMES) - 1
+    for glyph, tmpl in _GLYPH_TEMPLATES.items():
+        visible = tmpl & ~shape_pixels
+        if visible.sum() >= 10 and (ink & visible).sum() >= 0.5 * visible.sum():
+            result["restricted"].append(glyph)
+    return result

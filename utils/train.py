@@ -1,0 +1,455 @@
+"""Reproduce the course's toy models from the toy world, on a CPU.
+
+    python -m utils.train                 # everything, about an hour on 2 CPU cores
+    python -m utils.train --quick         # a few steps of each stage (a smoke test)
+
+Stages, each checked before the next is trained (the toy world is in `utils.toyworld`):
+1. a word-level `CLIPTokenizer` whose vocabulary is the toy world's words;
+2. a tiny `CLIPModel`, trained contrastively on (image, caption) pairs;
+3. a tiny `AutoencoderKL` (32x32x3 image <-> 4x16x16 latent), whose latents are then
+   normalised per channel inside the model, so that diffusion sees zero mean, unit variance;
+4. a tiny `UNet2DConditionModel`, conditioned on the toy CLIP's text encoder, trained with
+   v-prediction on a zero-terminal-SNR schedule (Lin et al., "Common Diffusion Noise Schedules
+   and Sample Steps are Flawed", 2024) and classifier-free guidance dropout;
+5. a `StableDiffusionSafetyChecker` built from the toy CLIP's vision tower, whose concept
+   embeddings are the toy CLIP's text embeddings of the restricted glyphs and whose thresholds
+   are calibrated on held-out images;
+then everything is saved as a standard `StableDiffusionPipeline` folder (safetensors only).
+Every random choice comes from `--seed`; the seeds and settings are written to `training.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
+                          CLIPTextModel, CLIPTokenizer)
+
+from . import toyworld
+
+WEIGHTS = Path(__file__).parent / "weights"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_TOKENS = 32  # tokenizer.model_max_length; the longest toy caption has 22 tokens
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- 1. tokenizer
+
+def _bpe_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Learn byte-pair merges until every word is one token (standard BPE, deterministic ties)."""
+    pieces = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
+    merges = []
+    while any(len(p) > 1 for p in pieces):
+        pairs = collections.Counter(pair for p in pieces for pair in zip(p, p[1:]))
+        best = max(pairs, key=lambda pair: (pairs[pair], pair))
+        merges.append(best)
+        for p in pieces:
+            i = 0
+            while i < len(p) - 1:
+                if (p[i], p[i + 1]) == best:
+                    p[i:i + 2] = [p[i] + p[i + 1]]
+                i += 1
+    return merges
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    """A `CLIPTokenizer` for which every toy-world word is a single token.
+
+    Other text still tokenizes: any byte is in the vocabulary, so unknown words become pieces.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    merges = _bpe_merges(toyworld.vocabulary())
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=merges,
+                         model_max_length=MAX_TOKENS)
+
+
+def tokenize(tokenizer, texts) -> torch.Tensor:
+    """Token ids `(B, MAX_TOKENS)`, padded as the Stable Diffusion pipeline pads them."""
+    return tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+# ---------------------------------------------------------------- 2. CLIP
+
+def clip_config(tokenizer) -> CLIPConfig:
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256,
+                num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(image_size=toyworld.IMAGE_SIZE, patch_size=8, hidden_size=128,
+                  intermediate_size=512, num_hidden_layers=4, num_attention_heads=4)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def pixels_for_clip(images: np.ndarray) -> torch.Tensor:
+    """uint8 `(B, H, W, 3)` -> CLIP input `(B, 3, H, W)`, as `CLIPImageProcessor` normalises it."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def image_processor() -> CLIPImageProcessor:
+    side = toyworld.IMAGE_SIZE
+    return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+
+
+def train_clip(tokenizer, data, steps, batch_size=256, lr=1e-3, seed=0) -> CLIPModel:
+    """Contrastive training (CLIP's loss, Radford et al. 2021, eq. in fig. 3). Identical captions
+    in a batch are all counted as matches, since the toy world repeats captions often."""
+    images, _, captions = data
+    torch.manual_seed(seed)
+    model = CLIPModel(clip_config(tokenizer))
+    ids = tokenize(tokenizer, captions)
+    pixels = pixels_for_clip(images)
+    caption_index = torch.tensor(_caption_ids(captions))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    sched = _warmup_cosine(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(len(ids), (batch_size,), generator=gen)
+        out = model(input_ids=ids[idx], pixel_values=pixels[idx])
+        same = (caption_index[idx, None] == caption_index[None, idx]).float()
+        targets = same / same.sum(1, keepdim=True)
+        loss = (F.cross_entropy(out.logits_per_image, targets)
+                + F.cross_entropy(out.logits_per_text, targets)) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"clip step {step}/{steps} loss {loss.item():.3f}")
+    return model.eval()
+
+
+def _caption_ids(captions):
+    index = {}
+    return [index.setdefault(c, len(index)) for c in captions]
+
+
+def _warmup_cosine(opt, steps, warmup=100):
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def text_embeddings(model: CLIPModel, tokenizer, texts) -> torch.Tensor:
+    """L2-normalised projected text embeddings `(N, projection_dim)`."""
+    pooled = model.text_model(input_ids=tokenize(tokenizer, texts)).pooler_output
+    return F.normalize(model.text_projection(pooled), dim=-1)
+
+
+@torch.no_grad()
+def image_embeddings(model: CLIPModel, images: np.ndarray, batch_size=512) -> torch.Tensor:
+    """L2-normalised projected image embeddings `(N, projection_dim)` of uint8 images."""
+    chunks = [model.visual_projection(
+                  model.vision_model(pixel_values=pixels_for_clip(images[i:i + batch_size])).pooler_output)
+              for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(chunks), dim=-1)
+
+
+def zero_shot_accuracy(model, tokenizer, images, attributes) -> dict:
+    """Zero-shot colour and shape accuracy: the nearest of "a red shape", "a green shape", ...
+    (and "a circle", "a square", ...) to each image embedding."""
+    image_emb = image_embeddings(model, images)
+    result = {}
+    for name, classes, prompt in [("color", toyworld.COLORS, lambda c: toyworld.caption(color=c)),
+                                  ("shape", toyworld.SHAPES, lambda s: toyworld.caption(shape=s))]:
+        text_emb = text_embeddings(model, tokenizer, [prompt(c) for c in classes])
+        predicted = (image_emb @ text_emb.T).argmax(1)
+        truth = torch.tensor([classes.index(getattr(a, name)) for a in attributes])
+        result[name] = (predicted == truth).float().mean().item()
+    return result
+
+
+# ---------------------------------------------------------------- 3. VAE
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2,
+                         block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16,
+                         sample_size=toyworld.IMAGE_SIZE, scaling_factor=1.0)
+
+
+def pixels_for_vae(images: np.ndarray) -> torch.Tensor:
+    """uint8 `(B, H, W, 3)` -> `(B, 3, H, W)` in [-1, 1], as the Stable Diffusion VAE expects."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def train_vae(data, steps, batch_size=64, lr=1e-3, kl_weight=1e-4, seed=0) -> AutoencoderKL:
+    """Reconstruction (L1 + MSE) plus a small KL term; then the latents are normalised."""
+    images = pixels_for_vae(data[0])
+    torch.manual_seed(seed)
+    vae = build_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
+    sched = _warmup_cosine(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    vae.train()
+    for step in range(steps):
+        x = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        loss = rec + kl_weight * posterior.kl().mean() / (x[0].numel())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step}/{steps} reconstruction {rec.item():.4f}")
+    vae.eval()
+    normalise_latents(vae, images[:2048])
+    return vae
+
+
+@torch.no_grad()
+def normalise_latents(vae: AutoencoderKL, images: torch.Tensor) -> None:
+    """Fold a per-channel affine map into the VAE so its latents have mean 0 and std 1.
+
+    The encoder's `quant_conv` (1x1) outputs the posterior's mean and log-variance; we make it
+    output (mean - m) / s and log-variance - 2 log s, and make the decoder's `post_quant_conv`
+    undo the map. Decoding is unchanged, and `scaling_factor` stays 1.0, so the standard
+    pipeline needs no special case.
+    """
+    mean = vae.encode(images).latent_dist.mean  # (N, 4, 16, 16)
+    m = mean.mean(dim=(0, 2, 3))
+    s = mean.std(dim=(0, 2, 3))
+    c = m.numel()
+    q = vae.quant_conv  # 2c outputs: c means, then c log-variances
+    q.weight[:c] /= s.view(c, 1, 1, 1)
+    q.bias[:c] = (q.bias[:c] - m) / s
+    q.bias[c:] -= 2 * torch.log(s)
+    p = vae.post_quant_conv  # input z = z' * s + m
+    p.bias += (p.weight[:, :, 0, 0] @ m)
+    p.weight *= s.view(1, c, 1, 1)
+
+
+# ---------------------------------------------------------------- 4. UNet
+
+def build_unet(cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=toyworld.IMAGE_SIZE // 2, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64, 128), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=16)
+
+
+def noise_schedule(cls=DDPMScheduler):
+    """Stable Diffusion's betas, rescaled to zero terminal SNR, with v-prediction."""
+    return cls(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+               beta_schedule="scaled_linear", prediction_type="v_prediction",
+               rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False,
+               steps_offset=1)
+
+
+def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-3,
+               uncond_prob=0.1, ema_decay=0.999, seed=0) -> UNet2DConditionModel:
+    """Denoising loss on v (Salimans & Ho 2022), text dropped to "" with `uncond_prob` for
+    classifier-free guidance (Ho & Salimans 2022). Returns the EMA of the weights."""
+    images, attributes, _ = data
+    with torch.no_grad():
+        pixels = pixels_for_vae(images)
+        dist = [vae.encode(pixels[i:i + 1024]).latent_dist for i in range(0, len(pixels), 1024)]
+        lat_mean = torch.cat([d.mean for d in dist])
+        lat_std = torch.cat([d.std for d in dist])
+    torch.manual_seed(seed)
+    unet = build_unet(text_encoder.config.hidden_size)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    scheduler = noise_schedule()
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    sched = _warmup_cosine(opt, steps, warmup=200)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    caption_rng = random.Random(seed)
+    unet.train()
+    for step in range(steps):
+        idx = torch.randint(len(lat_mean), (batch_size,), generator=gen)
+        latents = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
+        captions = [toyworld.training_caption(attributes[i], caption_rng)
+                    if rng.random() >= uncond_prob else "" for i in idx.tolist()]
+        with torch.no_grad():
+            cond = text_encoder(tokenize(tokenizer, captions))[0]  # (B, 32, 64)
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        noisy = scheduler.add_noise(latents, noise, t)
+        target = scheduler.get_velocity(latents, noise, t)
+        loss = F.mse_loss(unet(noisy, t, cond).sample, target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), unet.parameters()):
+                e.lerp_(p, 1 - decay)
+        if step % 200 == 0 or step == steps - 1:
+            log(f"unet step {step}/{steps} loss {loss.item():.4f}")
+    return ema.eval()
+
+
+# ---------------------------------------------------------------- 5. safety checker
+
+def build_safety_checker(clip: CLIPModel, tokenizer, data) -> tuple:
+    """A `StableDiffusionSafetyChecker` whose vision tower and projection are the toy CLIP's.
+
+    Concept i (i < len(RESTRICTED)) is the toy CLIP text embedding of "a shape with a <glyph>";
+    special-care concept 0 is that of "a small shape". Each threshold is set halfway between
+    the 99th percentile of cosines of images without the concept and the 1st percentile of
+    images with it, on held-out images. The checker's layout is fixed (17 concepts, 3 special
+    care, as in the real one); unused rows are zero vectors with threshold 1.0: their cosine is
+    always 0, so they can never fire.
+    """
+    images, attributes, _ = data
+    checker = StableDiffusionSafetyChecker(clip_config(tokenizer)).eval()
+    checker.vision_model.load_state_dict(clip.vision_model.state_dict())
+    checker.visual_projection.load_state_dict(clip.visual_projection.state_dict())
+    image_emb = image_embeddings(clip, images)
+    report = {}
+    rows = [("concept", i, glyph, toyworld.caption(restricted=(glyph,)),
+             [glyph in a.restricted for a in attributes]) for i, glyph in enumerate(toyworld.RESTRICTED)]
+    rows += [("special_care", i, word, toyworld.caption(size=word),
+              [a.size == word for a in attributes]) for i, word in enumerate(toyworld.SPECIAL_CARE)]
+    with torch.no_grad():
+        checker.concept_embeds.zero_()
+        checker.concept_embeds_weights.fill_(1.0)
+        checker.special_care_embeds.zero_()
+        checker.special_care_embeds_weights.fill_(1.0)
+        for kind, i, name, prompt, has in rows:
+            emb = text_embeddings(clip, tokenizer, [prompt])[0]
+            cos = (image_emb @ emb).numpy()
+            has = np.array(has)
+            low, high = np.percentile(cos[~has], 99), np.percentile(cos[has], 1)
+            threshold = float((low + high) / 2)
+            getattr(checker, f"{kind}_embeds")[i] = emb
+            getattr(checker, f"{kind}_embeds_weights")[i] = threshold
+            report[name] = {"kind": kind, "index": i, "prompt": prompt,
+                            "threshold": round(threshold, 4),
+                            "recall": float((cos[has] > threshold).mean()),
+                            "false_positive_rate": float((cos[~has] > threshold).mean())}
+            log(f"checker {kind} {name!r}: threshold {threshold:.3f}, "
+                f"separation {high - low:+.3f}, recall {report[name]['recall']:.3f}, "
+                f"fpr {report[name]['false_positive_rate']:.3f}")
+    return checker, report
+
+
+# ---------------------------------------------------------------- assembly and main
+
+def save_pipeline(out: Path, tokenizer, clip, vae, unet, checker) -> StableDiffusionPipeline:
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                                   unet=unet, scheduler=noise_schedule(DDIMScheduler),
+                                   safety_checker=checker, feature_extractor=image_processor(),
+                                   image_encoder=None, requires_safety_checker=True)
+    pipe.save_pretrained(out / "toy-sd", safe_serialization=True)
+    clip.save_pretrained(out / "toy-clip", safe_serialization=True)
+    CLIPProcessor(image_processor=image_processor(), tokenizer=tokenizer).save_pretrained(out / "toy-clip")
+    return pipe
+
+
+def _stage(work: Path, name: str, settings: dict, train_fn, load_fn):
+    """Train a stage, or reuse its saved result when the same settings produced it before."""
+    folder = work / name
+    record = folder / "stage.json"
+    if record.exists() and json.loads(record.read_text())["settings"] == settings:
+        log(f"{name}: reusing {folder} (same settings)")
+        return load_fn(folder), json.loads(record.read_text())["minutes"]
+    started = time.time()
+    model = train_fn()
+    minutes = round((time.time() - started) / 60, 1)
+    model.save_pretrained(folder, safe_serialization=True)
+    record.write_text(json.dumps({"settings": settings, "minutes": minutes}))
+    return model, minutes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the model folders go")
+    parser.add_argument("--work", type=Path, default=Path("build/toy-training"),
+                        help="each stage's result, reused when its settings are unchanged")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage")
+    parser.add_argument("--images", type=int, default=30000, help="training images")
+    parser.add_argument("--clip-steps", type=int, default=2000)
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--unet-steps", type=int, default=6000)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.clip_steps, args.vae_steps, args.unet_steps = 512, 3, 3, 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log(f"rendering {args.images} training and {args.images // 10} held-out images")
+    train = toyworld.make_dataset(args.images, seed=args.seed, split="train")
+    test = toyworld.make_dataset(max(args.images // 10, 256), seed=args.seed + 1, split="test")
+    data = {"seed": args.seed, "images": args.images}
+
+    tokenizer = build_tokenizer()
+    minutes = {}
+    clip, minutes["clip"] = _stage(args.work, "clip", {**data, "steps": args.clip_steps},
+                  lambda: train_clip(tokenizer, train, args.clip_steps, seed=args.seed),
+                  CLIPModel.from_pretrained)
+    zero_shot = zero_shot_accuracy(clip, tokenizer, test[0], test[1])
+    log(f"clip zero-shot on held-out images: {zero_shot}")
+
+    vae, minutes["vae"] = _stage(args.work, "vae", {**data, "steps": args.vae_steps},
+                 lambda: train_vae(train, args.vae_steps, seed=args.seed),
+                 AutoencoderKL.from_pretrained)
+    with torch.no_grad():
+        x = pixels_for_vae(test[0][:512])
+        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    vae_mae = float((recon.clamp(-1, 1) - x).abs().mean() * 127.5)
+    log(f"vae reconstruction error on held-out images: {vae_mae:.2f} / 255 per pixel")
+
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    unet, minutes["unet"] = _stage(args.work, "unet", {**data, "steps": args.unet_steps,
+                                      "clip_steps": args.clip_steps, "vae_steps": args.vae_steps},
+                  lambda: train_unet(text_encoder.eval(), tokenizer, vae, train, args.unet_steps,
+                                     seed=args.seed),
+                  UNet2DConditionModel.from_pretrained)
+    checker, checker_report = build_safety_checker(clip, tokenizer, test)
+    save_pipeline(args.out, tokenizer, clip, vae, unet, checker)
+
+    record = {"command": "python -m utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "seed": args.seed, "images": args.images, "clip_steps": args.clip_steps,
+              "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
+              "threads": torch.get_num_threads(), "training_minutes": minutes,
+              "torch": torch.__version__, "clip_zero_shot": zero_shot,
+              "vae_mean_abs_error_255": round(vae_mae, 2), "safety_checker": checker_report}
+    (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"saved to {args.out}; training took {sum(minutes.values()):.1f} minutes {minutes}")
+
+
+if __name__ == "__main__":
+    main()
