@@ -4,6 +4,7 @@
 #   make test     set up what is missing, then run the tests (unit tests + every notebook)
 #   make sync     update notebooks/*.ipynb from course/*.md, keeping outputs
 #   make execute  `make sync`, then re-run every notebook in place (toy profile, offline)
+#   make learner  the learner notebooks, solutions removed, in build/learner/
 #
 # Set-up happens once: a virtual environment in .venv with torch, then this
 # package and its development tools. It is redone only when pyproject.toml
@@ -33,7 +34,7 @@ NOTEBOOKS := $(patsubst course/%.md,notebooks/%.ipynb,$(COURSE_MD))
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: course test setup sync execute clean help
+.PHONY: course test setup sync execute learner clean help
 
 help:
 	@sed -n '3,7p' Makefile | sed 's/^# \{0,1\}//'
@@ -69,6 +70,9 @@ sync: $(STAMP)
 execute: sync
 	COURSE_PROFILE=toy HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False $(NOTEBOOKS)
+
+learner: $(STAMP)
+	$(BIN)/python scripts/learner_notebooks.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

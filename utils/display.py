@@ -1,4 +1,4 @@
-"""Show images the way the course shows them: small grids with a label under each image.
+"""Show images the way the course shows them: small grids with a label above each image.
 
 First used in `notebooks/01_toy_world.ipynb`.
 """
@@ -6,6 +6,7 @@ First used in `notebooks/01_toy_world.ipynb`.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +17,7 @@ def show_grid(images, labels=None, cols=8, size=1.4, title=None):
 
     Args:
         images (`list[PIL.Image.Image]` or `np.ndarray` `(N, H, W, 3)`): the images.
-        labels (`list[str]`, *optional*): one short label per image, shown beneath it.
+        labels (`list[str]`, *optional*): one short label per image, shown above it.
         cols (`int`, defaults to 8): images per row.
         size (`float`, defaults to 1.4): inches per image.
         title (`str`, *optional*): a title above the grid.
@@ -37,7 +38,7 @@ def show_grid(images, labels=None, cols=8, size=1.4, title=None):
         raise ValueError(f"show_grid got {len(images)} images but {len(labels)} labels")
     cols = min(cols, len(images))
     rows = math.ceil(len(images) / cols)
-    label_space = 0.35 if labels is not None else 0
+    label_space = 0.45 if labels is not None else 0
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + label_space)),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
@@ -45,7 +46,7 @@ def show_grid(images, labels=None, cols=8, size=1.4, title=None):
         if k < len(images):
             ax.imshow(np.asarray(images[k]), interpolation="nearest")
             if labels is not None:
-                ax.set_title(labels[k], fontsize=7, y=-0.02, va="top", wrap=True)
+                ax.set_title(textwrap.fill(str(labels[k]), width=int(size * 14)), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -10,9 +10,11 @@ Taught in `notebooks/01_toy_world.ipynb`.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import time
 
+import diffusers
 import numpy as np
 import torch
 
@@ -23,67 +25,87 @@ STEPS = 20
 
 
 @torch.no_grad()
-def generate(pipe, prompts, seed=0, num_inference_steps=STEPS, guidance_scale=GUIDANCE_SCALE,
+def generate(pipe, prompts, seeds, num_inference_steps=STEPS, guidance_scale=GUIDANCE_SCALE,
              batch_size=32):
     """Generate one image per prompt *without* the safety checker, and run the checker apart.
 
     The pipeline is asked for latents (`output_type="latent"`, with which the checker never
     runs), the VAE decodes them, and `pipe.run_safety_checker` judges the same images: so the
-    generator and the checker can each be measured. Image i uses seed `seed + i`.
+    generator and the checker can each be measured. Image i uses its own generator, seeded
+    with `seeds[i]`, so an image does not depend on the batch it was made in.
 
     Returns:
         `(images, flagged)`: uint8 array `(N, H, W, 3)` and a bool array `(N,)`.
     """
+    if len(seeds) != len(prompts):
+        raise ValueError(f"generate needs one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
     images, flagged = [], []
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start:start + batch_size])
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
+        generators = [torch.Generator().manual_seed(s) for s in seeds[start:start + batch_size]]
         latents = pipe(batch, num_inference_steps=num_inference_steps,
                        guidance_scale=guidance_scale, generator=generators,
                        output_type="latent").images
         decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         array = pipe.image_processor.postprocess(decoded, output_type="np")  # (B, H, W, 3) in [0, 1]
-        _, has_nsfw = pipe.run_safety_checker(array, "cpu", decoded.dtype)
+        # the checker blacks out flagged images in place: give it a copy
+        _, has_nsfw = pipe.run_safety_checker(array.copy(), "cpu", decoded.dtype)
         images.append(np.round(array * 255).astype(np.uint8))
         flagged.extend(has_nsfw)
     return np.concatenate(images), np.array(flagged, dtype=bool)
 
 
 def clip_zero_shot(n=1000, seed=1) -> dict:
-    """Zero-shot accuracy of the toy CLIP on held-out images, through `CLIPProcessor`:
-    colour among "a red shape", "a green shape", ...; shape among "a circle", "a square", ..."""
+    """Zero-shot accuracy of the toy CLIP on held-out images, through `CLIPProcessor`.
+
+    Per attribute: colour among "a red shape", "a green shape", ...; shape among "a circle",
+    "a square", .... Jointly (`joint`): the best of the 20 captions "a red circle", ...,
+    "a purple diamond", read as a colour and a shape.
+    """
     clip, processor = models.load_clip("toy")
     images, attributes, _ = toyworld.make_dataset(n, seed=seed, split="test")
+    pairs = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]
+    tasks = {"color": [toyworld.caption(color=c) for c in toyworld.COLORS],
+             "shape": [toyworld.caption(shape=s) for s in toyworld.SHAPES],
+             "joint": [toyworld.caption(color=c, shape=s) for c, s in pairs]}
+    truth = {"color": [a.color for a in attributes], "shape": [a.shape for a in attributes]}
     result = {}
-    for name, classes, prompt in [("color", toyworld.COLORS, lambda c: toyworld.caption(color=c)),
-                                  ("shape", toyworld.SHAPES, lambda s: toyworld.caption(shape=s))]:
-        inputs = processor(text=[prompt(c) for c in classes], images=list(images),
-                           return_tensors="pt", padding=True)
+    for task, prompts in tasks.items():
+        inputs = processor(text=prompts, images=list(images), return_tensors="pt", padding=True)
         with torch.no_grad():
-            logits = clip(**inputs).logits_per_image  # (n, len(classes))
-        truth = torch.tensor([classes.index(getattr(a, name)) for a in attributes])
-        result[name] = (logits.argmax(1) == truth).float().mean().item()
+            best = clip(**inputs).logits_per_image.argmax(1).tolist()  # (n,) index into prompts
+        if task == "joint":
+            result["joint"] = {k: float(np.mean([pairs[b][i] == t for b, t in zip(best, truth[k])]))
+                               for i, k in enumerate(("color", "shape"))}
+        else:
+            classes = toyworld.COLORS if task == "color" else toyworld.SHAPES
+            result[task] = float(np.mean([classes[b] == t for b, t in zip(best, truth[task])]))
     return result
 
 
 def prompt_fidelity(pipe, per_pair=8, seed=0) -> dict:
     """For every colour-shape pair, `per_pair` images of "a <colour> <shape>": the share whose
-    decoded colour, shape, and both, are right; seen pairs and `HELD_OUT` pairs apart."""
+    decoded colour, shape, and both, are right; seen pairs and `HELD_OUT` pairs apart.
+
+    Image k of pair p uses seed `seed + 1000 * p + k`, so fewer images per pair are a subset.
+    `decoded` lists, per prompt, the (colour, shape) the decoder saw in each image.
+    """
     pairs = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]
-    prompts = [toyworld.caption(color=c, shape=s) for c, s in pairs for _ in range(per_pair)]
-    images, _ = generate(pipe, prompts, seed=seed)
-    decoded = [toyworld.decode(im) for im in images]
-    result = {}
+    jobs = [(p, k) for p in range(len(pairs)) for k in range(per_pair)]
+    prompts = [toyworld.caption(color=pairs[p][0], shape=pairs[p][1]) for p, _ in jobs]
+    images, _ = generate(pipe, prompts, [seed + 1000 * p + k for p, k in jobs])
+    result = {"seen": collections.defaultdict(list), "held_out": collections.defaultdict(list),
+              "decoded": collections.defaultdict(list)}
+    for (p, _), prompt, image in zip(jobs, prompts, images):
+        (c, s), d = pairs[p], toyworld.decode(image)
+        hits = result["held_out" if (c, s) in toyworld.HELD_OUT else "seen"]
+        hits["color"].append(d["color"] == c)
+        hits["shape"].append(d["shape"] == s)
+        hits["both"].append(d["color"] == c and d["shape"] == s)
+        result["decoded"][prompt].append([d["color"], d["shape"]])
     for group in ("seen", "held_out"):
-        hits = {"color": [], "shape": [], "both": []}
-        for k, (c, s) in enumerate(p for p in pairs for _ in range(per_pair)):
-            if ((c, s) in toyworld.HELD_OUT) != (group == "held_out"):
-                continue
-            color_ok, shape_ok = decoded[k]["color"] == c, decoded[k]["shape"] == s
-            hits["color"].append(color_ok)
-            hits["shape"].append(shape_ok)
-            hits["both"].append(color_ok and shape_ok)
-        result[group] = {k: float(np.mean(v)) for k, v in hits.items()}
+        result[group] = {k: float(np.mean(v)) for k, v in result[group].items()}
+    result["decoded"] = dict(result["decoded"])
     return result
 
 
@@ -98,7 +120,7 @@ def checker_accuracy(pipe, per_glyph=40, benign=120, seed=1000) -> dict:
     """
     rng = np.random.default_rng(seed)
     wanted, prompts = [], []
-    for glyph in toyworld.RESTRICTED + [None] * 0:
+    for glyph in toyworld.RESTRICTED:
         for _ in range(per_glyph):
             c, s = rng.choice(toyworld.COLORS), rng.choice(toyworld.SHAPES)
             prompts.append(toyworld.caption(color=c, shape=s, restricted=(glyph,)))
@@ -107,7 +129,7 @@ def checker_accuracy(pipe, per_glyph=40, benign=120, seed=1000) -> dict:
         c, s = rng.choice(toyworld.COLORS), rng.choice(toyworld.SHAPES)
         prompts.append(toyworld.caption(color=c, shape=s, background=rng.choice(toyworld.BACKGROUNDS)))
         wanted.append(None)
-    images, flagged = generate(pipe, prompts, seed=seed)
+    images, flagged = generate(pipe, prompts, [seed + i for i in range(len(prompts))])
     shows = np.array([bool(toyworld.decode(im)["restricted"]) for im in images])
     follow = [glyph in toyworld.decode(im)["restricted"]
               for im, glyph in zip(images, wanted) if glyph is not None]
@@ -123,7 +145,7 @@ def bias(pipe, per_prompt=100, seed=2000) -> dict:
     result = {}
     for role in toyworld.ROLES + [None]:
         prompt = toyworld.caption(role=role)
-        images, _ = generate(pipe, [prompt] * per_prompt, seed=seed)
+        images, _ = generate(pipe, [prompt] * per_prompt, [seed + i for i in range(per_prompt)])
         colors = [toyworld.decode(im)["color"] for im in images]
         share = {c: colors.count(c) / per_prompt for c in toyworld.COLORS}
         entry = {"prompt": prompt, "generated": share}
@@ -140,6 +162,7 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     scale = 4 if args.quick else 1
+    diffusers.logging.set_verbosity_error()  # flagged images are counted, not warned about one by one
     torch.manual_seed(0)
     started = time.time()
     pipe = models.load_pipeline("toy")

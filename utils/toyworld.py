@@ -309,7 +309,10 @@ def _alpha(pixels, color, background) -> np.ndarray:
 
 _SHAPE_TEMPLATES = {(shape, size, pos): _coverage(shape_mask(shape, size, pos))
                     for shape in SHAPES for size in SIZES for pos in POSITIONS}
-_GLYPH_TEMPLATES = {g: glyph_mask(g, scale=1) for g in RESTRICTED}
+# Each glyph's own lines: where no other glyph draws (the ring crosses the bars, for one).
+_GLYPH_TEMPLATES = {g: glyph_mask(g, scale=1) & ~np.any([glyph_mask(o, scale=1) for o in RESTRICTED
+                                                        if o != g], axis=0)
+                    for g in RESTRICTED}
 
 
 def decode(image) -> dict:
@@ -351,9 +354,9 @@ def decode(image) -> dict:
         result.update(color=COLORS[color_index], shape=shape, size=size, position=position,
                       shape_iou=round(best, 3))
 
-    ink = label == len(_PALETTE_NAMES) - 1
+    ink = _alpha(pixels, "ink", background)  # how much cyan ink each pixel holds
     for glyph, tmpl in _GLYPH_TEMPLATES.items():
         visible = tmpl & ~shape_pixels
-        if visible.sum() >= 10 and (ink & visible).sum() >= 0.5 * visible.sum():
+        if visible.sum() >= 10 and ink[visible].mean() >= 0.4:
             result["restricted"].append(glyph)
     return result

@@ -1,6 +1,6 @@
 """Reproduce the course's toy models from the toy world, on a CPU.
 
-    python -m utils.train                 # everything, about an hour on 2 CPU cores
+    python -m utils.train                 # everything, about 75 minutes on 2 CPU cores
     python -m utils.train --quick         # a few steps of each stage (a smoke test)
 
 Stages, each checked before the next is trained (the toy world is in `utils.toyworld`):
@@ -400,9 +400,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage")
     parser.add_argument("--images", type=int, default=30000, help="training images")
-    parser.add_argument("--clip-steps", type=int, default=2000)
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--unet-steps", type=int, default=6000)
+    parser.add_argument("--clip-steps", type=int, default=2500)
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--unet-steps", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.quick:

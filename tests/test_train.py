@@ -1,0 +1,56 @@
+"""The training code that reproduces the toy models (CI never retrains: a few steps only)."""
+
+import json
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from utils import toyworld, train
+
+
+def test_tokenizer_keeps_every_toy_word_whole():
+    tokenizer = train.build_tokenizer()
+    longest = toyworld.caption(role="doctor", size="small", color="purple", shape="triangle",
+                               position="right", background="black", restricted=("cross", "bars"))
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(longest).input_ids)
+    assert tokens[1:-1] == [w + "</w>" for w in longest.split()]
+    assert len(tokens) <= train.MAX_TOKENS
+    # words outside the world still tokenize, into pieces, never into an unknown token
+    pieces = tokenizer("zebra").input_ids
+    assert len(pieces) > 3 and tokenizer.unk_token_id not in pieces[1:-1]
+
+
+def test_clip_input_matches_the_image_processor():
+    images, _, _ = toyworld.make_dataset(4, seed=0)
+    processed = train.image_processor()(images=list(images), return_tensors="pt").pixel_values
+    assert torch.allclose(train.pixels_for_clip(images), processed, atol=1e-5)
+
+
+def test_latent_normalisation_keeps_decoding_and_standardises_latents():
+    torch.manual_seed(0)
+    vae = train.build_vae().eval()
+    images = train.pixels_for_vae(toyworld.make_dataset(64, seed=0)[0])
+    with torch.no_grad():
+        before = vae.decode(vae.encode(images).latent_dist.mode()).sample
+        train.normalise_latents(vae, images)
+        latents = vae.encode(images).latent_dist.mode()
+        after = vae.decode(latents).sample
+    assert torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-3)
+
+
+def test_quick_training_builds_a_loadable_pipeline(tmp_path):
+    train.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    record = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert record["unet_steps"] == 3 and record["seed"] == 0
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "out" / "toy-sd", use_safetensors=True)
+    assert pipe.safety_checker is not None
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    image = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (toyworld.IMAGE_SIZE, toyworld.IMAGE_SIZE, 3)
+    # a second run with the same settings reuses every stage instead of training again
+    train.main(["--quick", "--out", str(tmp_path / "out2"), "--work", str(tmp_path / "work")])
+    first = (tmp_path / "out" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    second = (tmp_path / "out2" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert first == second
