@@ -364,10 +364,15 @@ def build_safety_checker(clip: CLIPModel, tokenizer, data) -> tuple:
 
 # ---------------------------------------------------------------- assembly and main
 
-def save_pipeline(out: Path, tokenizer, clip, vae, unet, checker) -> StableDiffusionPipeline:
+def text_encoder_of(clip: CLIPModel) -> CLIPTextModel:
+    """The CLIP text tower as the standalone `CLIPTextModel` that Stable Diffusion pipelines use."""
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_encoder.load_state_dict(clip.text_model.state_dict())
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+    return text_encoder.eval()
+
+
+def save_pipeline(out: Path, tokenizer, clip, vae, unet, checker) -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder_of(clip), tokenizer=tokenizer,
                                    unet=unet, scheduler=noise_schedule(DDIMScheduler),
                                    safety_checker=checker, feature_extractor=image_processor(),
                                    image_encoder=None, requires_safety_checker=True)
@@ -396,7 +401,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the model folders go")
     parser.add_argument("--work", type=Path, default=Path("build/toy-training"),
-                        help="each stage's result, reused when its settings are unchanged")
+                        help="each stage's result, reused when its steps and data are unchanged "
+                             "(delete it after changing the training code)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage")
     parser.add_argument("--images", type=int, default=30000, help="training images")
@@ -431,17 +437,16 @@ def main(argv=None):
     vae_mae = float((recon.clamp(-1, 1) - x).abs().mean() * 127.5)
     log(f"vae reconstruction error on held-out images: {vae_mae:.2f} / 255 per pixel")
 
-    text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.load_state_dict(clip.text_model.state_dict())
+    text_encoder = text_encoder_of(clip)
     unet, minutes["unet"] = _stage(args.work, "unet", {**data, "steps": args.unet_steps,
                                       "clip_steps": args.clip_steps, "vae_steps": args.vae_steps},
-                  lambda: train_unet(text_encoder.eval(), tokenizer, vae, train, args.unet_steps,
+                  lambda: train_unet(text_encoder, tokenizer, vae, train, args.unet_steps,
                                      seed=args.seed),
                   UNet2DConditionModel.from_pretrained)
     checker, checker_report = build_safety_checker(clip, tokenizer, test)
     save_pipeline(args.out, tokenizer, clip, vae, unet, checker)
 
-    record = {"command": "python -m utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+    record = {"command": " ".join(["python -m utils.train"] + (argv if argv is not None else sys.argv[1:])),
               "seed": args.seed, "images": args.images, "clip_steps": args.clip_steps,
               "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
               "threads": torch.get_num_threads(), "training_minutes": minutes,
