@@ -18,7 +18,7 @@ import diffusers
 import numpy as np
 import torch
 
-from . import models, toyworld
+from . import models, toyworld, train
 
 GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
 STEPS = 20
@@ -56,31 +56,11 @@ def generate(pipe, prompts, seeds, num_inference_steps=STEPS, guidance_scale=GUI
 
 
 def clip_zero_shot(n=1000, seed=1) -> dict:
-    """Zero-shot accuracy of the toy CLIP on held-out images, through `CLIPProcessor`.
-
-    Per attribute: colour among "a red shape", "a green shape", ...; shape among "a circle",
-    "a square", .... Jointly (`joint`): the best of the 20 captions "a red circle", ...,
-    "a purple diamond", read as a colour and a shape.
-    """
+    """Zero-shot accuracy of the shipped toy CLIP on `n` held-out images, per attribute and
+    jointly (see `utils.train.zero_shot_accuracy`)."""
     clip, processor = models.load_clip("toy")
     images, attributes, _ = toyworld.make_dataset(n, seed=seed, split="test")
-    pairs = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]
-    tasks = {"color": [toyworld.caption(color=c) for c in toyworld.COLORS],
-             "shape": [toyworld.caption(shape=s) for s in toyworld.SHAPES],
-             "joint": [toyworld.caption(color=c, shape=s) for c, s in pairs]}
-    truth = {"color": [a.color for a in attributes], "shape": [a.shape for a in attributes]}
-    result = {}
-    for task, prompts in tasks.items():
-        inputs = processor(text=prompts, images=list(images), return_tensors="pt", padding=True)
-        with torch.no_grad():
-            best = clip(**inputs).logits_per_image.argmax(1).tolist()  # (n,) index into prompts
-        if task == "joint":
-            result["joint"] = {k: float(np.mean([pairs[b][i] == t for b, t in zip(best, truth[k])]))
-                               for i, k in enumerate(("color", "shape"))}
-        else:
-            classes = toyworld.COLORS if task == "color" else toyworld.SHAPES
-            result[task] = float(np.mean([classes[b] == t for b, t in zip(best, truth[task])]))
-    return result
+    return train.zero_shot_accuracy(clip, processor.tokenizer, images, attributes)
 
 
 def prompt_fidelity(pipe, per_pair=8, seed=0) -> dict:

@@ -67,6 +67,20 @@ _CENTER_X = {"left": 10.0, "center": 16.0, "right": 22.0}
 _SUPERSAMPLE = 4  # render at 4x and average: anti-aliased edges
 
 
+_WORDS = {"color": COLORS, "shape": SHAPES, "size": SIZES, "position": POSITIONS,
+          "background": BACKGROUNDS, "role": ROLES}
+
+
+def _check_words(restricted=(), **words):
+    """Raise a ValueError naming the valid words if any given word is not in the toy world."""
+    for name, value in words.items():
+        if value is not None and value not in _WORDS[name]:
+            raise ValueError(f"{name}={value!r} is not in the toy world; choose one of {_WORDS[name]}")
+    unknown = [g for g in restricted if g not in RESTRICTED]
+    if unknown:
+        raise ValueError(f"restricted glyphs {unknown} are unknown; choose from {RESTRICTED}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Attributes:
     """Everything an image of the toy world shows (and the role word of its caption)."""
@@ -80,16 +94,9 @@ class Attributes:
     role: str | None = None
 
     def __post_init__(self):
-        for name, valid in [("color", COLORS), ("shape", SHAPES), ("size", SIZES),
-                            ("position", POSITIONS), ("background", BACKGROUNDS)]:
-            value = getattr(self, name)
-            if value not in valid:
-                raise ValueError(f"{name}={value!r} is not in the toy world; choose one of {valid}")
-        for glyph in self.restricted:
-            if glyph not in RESTRICTED:
-                raise ValueError(f"restricted glyph {glyph!r} is unknown; choose from {RESTRICTED}")
-        if self.role is not None and self.role not in ROLES:
-            raise ValueError(f"role={self.role!r} is unknown; choose one of {ROLES} or None")
+        if self.color is None or self.shape is None:
+            raise ValueError("an image of the toy world has a colour and a shape; neither can be None")
+        _check_words(**dataclasses.asdict(self))
 
     def caption_kwargs(self) -> dict:
         """The arguments of `caption` that describe this image completely."""
@@ -115,16 +122,10 @@ def caption(color=None, shape=None, size=None, position=None, background=None,
         >>> caption(role="doctor")
         'a doctor'
     """
-    for name, value, valid in [("color", color, COLORS), ("shape", shape, SHAPES),
-                               ("size", size, SIZES), ("position", position, POSITIONS),
-                               ("background", background, BACKGROUNDS), ("role", role, ROLES)]:
-        if value is not None and value not in valid:
-            raise ValueError(f"{name}={value!r} is not in the toy world; choose one of {valid}")
     if isinstance(restricted, str):
         restricted = (restricted,)
-    unknown = [g for g in restricted if g not in RESTRICTED]
-    if unknown:
-        raise ValueError(f"restricted glyphs {unknown} are unknown; choose from {RESTRICTED}")
+    _check_words(color=color, shape=shape, size=size, position=position, background=background,
+                 restricted=restricted, role=role)
 
     words = [w for w in (size, color) if w]
     if shape or words or not role:
