@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
@@ -24,6 +25,38 @@ def test_clip_input_matches_the_image_processor():
     images, _, _ = toyworld.make_dataset(4, seed=0)
     processed = train.image_processor()(images=list(images), return_tensors="pt").pixel_values
     assert torch.allclose(train.pixels_for_clip(images), processed, atol=1e-5)
+
+
+def test_a_caption_matches_every_image_it_is_true_of():
+    images = [toyworld.Attributes(color="red", shape="circle", restricted=("cross",), role="doctor"),
+              toyworld.Attributes(color="blue", shape="circle", size="small"),
+              toyworld.Attributes(color="red", shape="square", background="black")]
+    captions = ["a circle", "a red circle", "a doctor", "a shape with a cross", "a small shape",
+                "a shape", "a red shape on a black background", "a purple diamond"]
+    image_codes = torch.tensor([train._codes(train._words_of(a), absent=-2) for a in images])
+    caption_codes = torch.tensor([train._codes(set(c.split()), absent=-1) for c in captions])
+    assert train.described(caption_codes, image_codes).tolist() == [
+        [True, True, False],    # a circle
+        [True, False, False],   # a red circle
+        [True, False, False],   # a doctor: only the image whose caption had the role
+        [True, False, False],   # a shape with a cross
+        [False, True, False],   # a small shape
+        [True, True, True],     # a shape
+        [False, False, True],   # a red shape on a black background
+        [False, False, False],  # a purple diamond
+    ]
+
+
+def test_greyscale_keeps_grey_and_removes_colour():
+    images = np.stack([np.asarray(toyworld.render(toyworld.Attributes(color=c, shape="circle")))
+                       for c in toyworld.COLORS])
+    grey = train._greyscale(train.pixels_for_clip(images))
+    rgb = grey * torch.tensor(train.CLIP_STD).view(1, 3, 1, 1) + torch.tensor(train.CLIP_MEAN).view(1, 3, 1, 1)
+    assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-5) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-5)
+    corner = rgb[:, 0, 0, 0]  # the grey background stays grey (128)
+    assert torch.allclose(corner, torch.full_like(corner, 128 / 255), atol=1e-5)
+    centre = rgb[:, 0, 16, 16]  # the shapes' colours differ only in brightness now
+    assert len(set(centre.mul(255).round().tolist())) == len(toyworld.COLORS)
 
 
 def test_latent_normalisation_keeps_decoding_and_standardises_latents():
