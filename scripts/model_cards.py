@@ -12,8 +12,6 @@ card never states a number the files do not.
 import json
 from pathlib import Path
 
-from transformers import CLIPModel
-
 from utils import models
 
 TEMPLATES = Path(__file__).parent / "model_cards"
@@ -32,12 +30,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def fields(weights: Path) -> dict:
-    """Every `@NAME@` of the templates, with its value."""
-    training = json.loads((weights / "training.json").read_text())
-    evaluation = json.loads((weights / "evaluation.json").read_text())
+def fields() -> dict:
+    """Every `@NAME@` of the templates, with its value, from the shipped toy models."""
+    training = json.loads((models.WEIGHTS_DIR / "training.json").read_text())
+    evaluation = json.loads((models.WEIGHTS_DIR / "evaluation.json").read_text())
     pipe = models.load_pipeline("toy")
-    clip = CLIPModel.from_pretrained(weights / "toy-clip")
+    clip, _ = models.load_clip("toy")
     fidelity, checker = evaluation["prompt_fidelity"], evaluation["safety_checker"]
     zero_shot, bias = evaluation["clip_zero_shot"], evaluation["bias"]
     seen, held_out = fidelity["seen"], fidelity["held_out"]
@@ -92,7 +90,7 @@ def render(name: str, values: dict) -> str:
 
 
 def main():
-    values = fields(models.WEIGHTS_DIR)
+    values = fields()
     for name in ("toy-sd", "toy-clip"):
         (models.WEIGHTS_DIR / name / "README.md").write_text(render(name, values))
         print("wrote", models.WEIGHTS_DIR / name / "README.md")

@@ -46,6 +46,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_TOKENS = 32  # tokenizer.model_max_length; the longest toy caption has 22 tokens
+GREY_SHARE = 0.5  # of the images CLIP trains on, the share shown in greyscale (see `train_clip`)
 
 
 def log(message: str) -> None:
@@ -118,7 +119,7 @@ def image_processor() -> CLIPImageProcessor:
                               image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
 
 
-def train_clip(tokenizer, data, steps, batch_size=256, lr=1e-3, grey=0.5, seed=0) -> CLIPModel:
+def train_clip(tokenizer, data, steps, batch_size=256, lr=1e-3, grey=GREY_SHARE, seed=0) -> CLIPModel:
     """Contrastive training (CLIP's loss, Radford et al. 2021, eq. in fig. 3), with two changes
     that teach the image tower shape apart from colour:
 
@@ -149,7 +150,7 @@ def train_clip(tokenizer, data, steps, batch_size=256, lr=1e-3, grey=0.5, seed=0
         greyed = torch.rand(batch_size, generator=gen) < grey
         x = torch.where(greyed[:, None, None, None], _greyscale(x), x)
         codes[greyed, 0] = -2  # column 0, the colour, is not shown
-        texts = [" ".join(w for w in captions[i].split() if w not in toyworld.COLORS) if g else captions[i]
+        texts = [_without_colour(captions[i]) if g else captions[i]
                  for i, g in zip(idx.tolist(), greyed.tolist())]
         ids, caption_codes = encode(texts)
         out = model(input_ids=ids, pixel_values=x)
@@ -170,6 +171,10 @@ def _greyscale(x: torch.Tensor) -> torch.Tensor:
     rgb = x * std + mean
     luma = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).expand_as(rgb)
     return (luma - mean) / std
+
+
+def _without_colour(caption: str) -> str:
+    return " ".join(w for w in caption.split() if w not in toyworld.COLORS)
 
 
 _GROUPS = [toyworld.COLORS, toyworld.SHAPES, toyworld.SIZES, toyworld.POSITIONS,
@@ -479,11 +484,10 @@ def main(argv=None):
 
     tokenizer = build_tokenizer()
     minutes = {}
-    clip_settings = {**data, "steps": args.clip_steps, "grey": 0.5,
+    clip_settings = {**data, "steps": args.clip_steps, "grey": GREY_SHARE,
                      "matches": "every caption true of the image"}
     clip, minutes["clip"] = _stage(args.work, "clip", clip_settings,
-                  lambda: train_clip(tokenizer, train, args.clip_steps, grey=clip_settings["grey"],
-                                     seed=args.seed),
+                  lambda: train_clip(tokenizer, train, args.clip_steps, seed=args.seed),
                   CLIPModel.from_pretrained)
     zero_shot = zero_shot_accuracy(clip, tokenizer, test[0], test[1])
     log(f"clip zero-shot on held-out images: {zero_shot}")
