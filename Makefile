@@ -4,7 +4,7 @@
 #   make test     set up what is missing, then run the tests (unit tests + every notebook)
 #   make sync     update notebooks/*.ipynb from course/*.md, keeping outputs
 #   make execute  `make sync`, then re-run every notebook in place (toy profile, offline)
-#   make learner  the learner notebooks, solutions removed, in build/learner/
+#   make learner  the learner notebooks (workbook), solutions removed: notebooks/workbook/
 #
 # Set-up happens once: a virtual environment in .venv with torch, then this
 # package and its development tools. It is redone only when pyproject.toml
@@ -53,7 +53,7 @@ setup: $(STAMP)
 
 course: $(STAMP)
 	COURSE_PROFILE=$(COURSE_PROFILE) $(BIN)/jupyter lab --port=$(PORT) $(ALLOW_ROOT) \
-	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(JUPYTER_ARGS)
+	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/workbook/00_start_here.ipynb $(JUPYTER_ARGS)
 
 test: $(STAMP)
 	COURSE_PROFILE=$(TEST_PROFILE) $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -70,6 +70,7 @@ sync: $(STAMP)
 execute: sync
 	COURSE_PROFILE=toy HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False $(NOTEBOOKS)
+	$(BIN)/python scripts/learner_notebooks.py
 
 learner: $(STAMP)
 	$(BIN)/python scripts/learner_notebooks.py

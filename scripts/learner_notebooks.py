@@ -1,42 +1,66 @@
-"""Make the learner version of every notebook: solutions removed, outputs cleared.
+"""Make the learner notebooks (the workbook): solutions removed, outputs cleared.
 
-    python scripts/learner_notebooks.py            # writes build/learner/NN_name.ipynb
-    python scripts/learner_notebooks.py --out DIR
+    python scripts/learner_notebooks.py            # writes notebooks/workbook/NN_name.ipynb
+    python scripts/learner_notebooks.py --check    # exit 1 if a learner notebook is stale
 
 Solutions live in the source (`course/NN_name.md`), in code cells tagged `solution`; the
-learner version is generated from them, never kept by hand. Each exercise's check cell then
-says "Not yet" until the learner fills in their answer.
+learner notebooks are generated from the executed teacher notebooks in `notebooks/`, never kept
+by hand, and committed, so that the Colab badges and `make course` open them. Each exercise's
+check cell says "Not yet solved" until the learner fills in their answer. The nbval markers
+(`# NBVAL_...` lines) are for the teacher notebooks' tests and are left out.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+TEACHER = ROOT / "notebooks"
+WORKBOOK = TEACHER / "workbook"
 
 
 def learner_version(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of `notebook` without `solution` cells, with every code cell's output cleared."""
+    """A copy of `notebook` without `solution` cells, outputs and nbval markers."""
     learner = nbformat.from_dict(notebook)
     learner.cells = [c for c in learner.cells if "solution" not in c.get("metadata", {}).get("tags", [])]
     for cell in learner.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            lines = cell.source.splitlines()
+            cell.source = "\n".join(line for line in lines if not line.startswith("# NBVAL_"))
+        cell.metadata.pop("execution", None)
+    learner.metadata.pop("jupytext", None)  # not paired: saving it never writes to course/
     return learner
 
 
-def main(argv=None):
+def teacher_notebooks(folder: Path = TEACHER) -> list[Path]:
+    """The executed teacher notebooks whose learner versions make the workbook."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "learner")
+    parser.add_argument("--check", action="store_true", help="only check that the workbook is up to date")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        notebook = nbformat.read(path, as_version=4)
-        learner = learner_version(notebook)
-        nbformat.write(learner, args.out / path.name)
-        print(f"{args.out / path.name}: {len(notebook.cells) - len(learner.cells)} solution cells removed")
+    stale = []
+    for path in teacher_notebooks():
+        learner = learner_version(nbformat.read(path, as_version=4))
+        target = WORKBOOK / path.name
+        text = nbformat.writes(learner) + "\n"
+        if target.exists() and target.read_text() == text:
+            continue
+        stale.append(target)
+        if not args.check:
+            target.write_text(text)
+            print(f"wrote {target.relative_to(ROOT)}")
+    if args.check and stale:
+        print("stale learner notebooks: " + ", ".join(str(p.relative_to(ROOT)) for p in stale)
+              + "; run `make learner`")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

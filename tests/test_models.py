@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from utils import models
+from utils import gpu, models
 
 
 @pytest.fixture
@@ -103,11 +103,13 @@ def test_empty_env_var_means_unset(no_gpu, monkeypatch):
     assert models.resolve_profile()[0] == "toy"
 
 
-@pytest.mark.parametrize("bad", ["sdxl", "", "toy ", 3])
+@pytest.mark.parametrize("given", ["toy ", "TOY", " Toy"])
+def test_spaces_and_case_in_a_profile_name_are_forgiven(given):
+    assert models.resolve_profile(given)[0] == "toy"
+
+
+@pytest.mark.parametrize("bad", ["sdxl", "", "toyy", 3])
 def test_unknown_profile_lists_the_valid_ones(bad):
-    if bad == "toy ":
-        assert models.resolve_profile(bad)[0] == "toy"  # spaces and case are forgiven
-        return
     with pytest.raises(ValueError) as info:
         models.resolve_profile(bad)
     message = str(info.value)
@@ -191,6 +193,18 @@ def test_diffusers_dtype_keyword_follows_the_installed_version(monkeypatch):
     assert models.diffusers_dtype_kwarg(torch.float16) == {"dtype": torch.float16}
 
 
+@pytest.mark.parametrize("total_gib", [4.0, 8.0, 15.0, 40.0])
+def test_load_pipeline_applies_the_memory_plan_for_the_gpu(total_gib, monkeypatch):
+    # CUDA faked: the plan is chosen from the GPU's size and handed to apply_memory_plan
+
+    applied = []
+    monkeypatch.setattr(gpu, "gpu_memory", lambda device="cuda": (int(total_gib * gpu.GIB), 0))
+    monkeypatch.setattr(gpu, "apply_memory_plan", lambda pipe, plan, device: applied.append((plan, device)) or pipe)
+    pipe = models.load_pipeline("toy", device="cuda", dtype=torch.float32)
+    assert applied == [(gpu.plan_memory(total_gib, "toy"), "cuda")]
+    assert pipe is not None
+
+
 @pytest.mark.parametrize("loader", [models.load_pipeline, models.load_clip, models.load_safety_checker])
 def test_toy_not_built_yet_is_a_clear_error(loader, monkeypatch, tmp_path):
     monkeypatch.setattr(models, "TOY_SD_DIR", tmp_path / "toy-sd")
@@ -200,7 +214,7 @@ def test_toy_not_built_yet_is_a_clear_error(loader, monkeypatch, tmp_path):
         loader("toy")
     assert isinstance(info.value, FileNotFoundError)
     assert "not built yet" in str(info.value)
-    assert "python -m utils.train" in str(info.value)
+    assert "python -m utils.toy.train" in str(info.value)
 
 
 @pytest.mark.parametrize("loader", [models.load_pipeline, models.load_clip, models.load_safety_checker])
@@ -429,7 +443,6 @@ def test_cuda_load_pipeline_toy(tiny_toy):
 def test_cuda_every_memory_switch_on_a_real_pipeline(tiny_toy):
     from diffusers import StableDiffusionPipeline
 
-    from utils import gpu
 
     pipe = StableDiffusionPipeline.from_pretrained(models.TOY_SD_DIR, use_safetensors=True, local_files_only=True)
     plan = gpu.plan_memory(2.0, "sd15")
@@ -439,3 +452,70 @@ def test_cuda_every_memory_switch_on_a_real_pipeline(tiny_toy):
     assert pipe._execution_device.type == "cuda"
     assert pipe.vae.use_slicing and pipe.vae.use_tiling
     assert _two_steps(pipe).shape == (1, 16, 16, 3)
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def test_preflight_on_this_cpu_machine_is_honest(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    report = models.preflight()
+    out = capsys.readouterr().out
+    assert report.device == "cpu"
+    assert report.gpu_name is None and report.gpu_total_gib is None
+    assert report.profile == "toy" and report.auto_profile == "toy"
+    assert report.dtype == "float32"
+    assert report.torch == torch.__version__
+    assert "there is no GPU here, so the toy profile will be used" in out
+    for field in ("Python:", "torch:", "diffusers:", "transformers:", "Profile:", "auto picks:", "Memory plan:"):
+        assert field in out
+
+
+def test_preflight_warns_when_sd15_is_asked_for_without_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COURSE_PROFILE", "sd15")
+    report = models.preflight()
+    assert report.profile == "sd15"
+    assert "needs a CUDA GPU" in capsys.readouterr().out
+
+
+def test_preflight_quiet(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    models.preflight(verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_preflight_on_a_pretend_t4(monkeypatch):
+    # the CUDA branch of the report, with the GPU's answers faked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (14 * gpu.GIB, 15 * gpu.GIB))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr("utils.models.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setenv("COURSE_PROFILE", "auto")
+    report = models.preflight(verbose=False)
+    assert (report.device, report.gpu_name, report.gpu_total_gib) == ("cuda", "Tesla T4", 15.0)
+    assert (report.profile, report.auto_profile, report.dtype) == ("sd15", "sd15", "float16")
+    assert report.memory_plan.switches() == []
+    assert "Tesla T4, 15.0 GiB total, 14.0 GiB free" in models.format_preflight(report)
+
+
+
+
+def test_a_typo_in_course_profile_still_prints_the_report(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COURSE_PROFILE", "toyy")
+    report = models.preflight()
+    out = capsys.readouterr().out
+    assert report.profile == "invalid"
+    assert "Unknown profile 'toyy'" in out and "Valid profiles: toy, sd15, auto" in out
+    assert "Memory plan:" in out and "Python:" in out  # the rest of the report is there
+    with pytest.raises(ValueError, match="Valid profiles"):
+        models.load_pipeline()
+
+
+def test_utils_preflight_is_the_models_one():
+    import utils
+    assert utils.preflight is models.preflight

@@ -69,3 +69,28 @@ def test_notebook_was_executed_top_to_bottom_without_errors(notebook):
     assert counts == list(range(1, len(code) + 1)), f"{notebook.name} was not run top to bottom in a fresh kernel: `make execute`"
     errors = [o for cell in code for o in cell.outputs if o.output_type == "error"]
     assert not errors, f"{notebook.name} holds error outputs: {[e.ename for e in errors]}"
+
+
+NOISE = ("it/s]", "s/it]", "%|", "Install torchvision", "requires torchvision", "Loading weights",
+         "Warning:", "warn(")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_saved_outputs_carry_no_third_party_noise(notebook):
+    """No stderr except in cells tagged `stderr` (a deliberate warning, shown on purpose), and no
+    progress bars or library warnings anywhere: learners read these outputs on GitHub."""
+    nb = nbformat.read(notebook, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        deliberate = "stderr" in cell.metadata.get("tags", [])
+        for output in cell.outputs:
+            text = output.get("text", "") or "".join(
+                str(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
+            if output.get("name") == "stderr":
+                assert deliberate, f"{notebook.name} cell {index}: stderr output {text[:120]!r} (tag the cell `stderr` if deliberate)"
+            elif not deliberate:
+                noise = [n for n in NOISE if n in text]
+                assert not noise, f"{notebook.name} cell {index}: {noise} in {text[:160]!r}"
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}) or \
+                "text/plain" in output.get("data", {}), f"{notebook.name} cell {index}: a widget with no text fallback"

@@ -82,3 +82,17 @@ def test_make_test_runs_pytest():
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "pytest" in recipe
+
+
+@pytest.mark.parametrize("badge", BADGES, ids=lambda m: m["path"])
+def test_badge_opens_a_learner_copy_without_solutions(badge):
+    import nbformat
+
+    assert badge["path"].startswith("notebooks/workbook/"), "Colab badges open the learner copies"
+    nb = nbformat.read(ROOT / badge["path"], as_version=4)
+    assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_every_notebook_has_a_badge():
+    notebooks = sorted(p.name for p in (ROOT / "notebooks" / "workbook").glob("*.ipynb"))
+    assert sorted(Path(b["path"]).name for b in BADGES) == notebooks

@@ -27,6 +27,9 @@ def test_public_names_are_caption_words():
      "a blue shape on the left with bars and a ring"),
     (dict(role="doctor"), "a doctor"),
     (dict(role="chef", color="red", shape="diamond"), "a chef as a red diamond"),
+    (dict(role="chef", color="red"), "a chef as a red shape"),
+    (dict(color="red", shape="circle", context="party"), "a red circle at a party"),
+    (dict(shape="square", context="night", restricted=("bars",)), "a square at night with bars"),
     (dict(), "a shape"),
 ])
 def test_caption(kwargs, expected):
@@ -115,5 +118,130 @@ def test_training_captions_drop_attributes_but_never_invent_them():
     assert toyworld.caption(**attrs.caption_kwargs()) in captions
     assert "a doctor" in captions or any(c.startswith("a doctor as") for c in captions)
     words = {w for c in captions for w in c.split()}
-    assert words <= set(toyworld.vocabulary())
+    assert words - set(toyworld.FILLER_WORDS) <= set(toyworld.vocabulary())
+    assert words & set(toyworld.FILLER_WORDS), "some captions carry words outside the vocabulary"
     assert not words & (set(toyworld.COLORS) - {"blue"})
+
+
+# ---------------------------------------------------------------- toy world v2: exact marginals
+
+
+def test_training_marginals_are_exact_despite_held_out_pairs():
+    """Colour is drawn before shape, so held-out pairs do not skew colours (the data card's table)."""
+    attributes = toyworld.dataset_attributes(30000, seed=0, split="train")
+    for colour, share in toyworld.color_shares(attributes, None).items():
+        assert abs(share - 0.2) <= 0.01, (colour, share)
+    for role, favoured in toyworld.BIAS.items():
+        shares = toyworld.color_shares(attributes, role)
+        for colour, p in favoured.items():
+            assert abs(shares[colour] - p) <= 0.01, (role, shares)
+    assert not any((a.color, a.shape) in toyworld.HELD_OUT for a in attributes)
+
+
+def test_dataset_attributes_are_those_of_make_dataset():
+    _, attributes, _ = toyworld.make_dataset(50, seed=3)
+    assert toyworld.dataset_attributes(50, seed=3) == attributes
+
+
+def test_color_shares_rejects_a_role_no_image_has():
+    with pytest.raises(ValueError, match="no image has role"):
+        toyworld.color_shares([toyworld.Attributes(color="red", shape="circle")], role="doctor")
+
+
+# ---------------------------------------------------------------- captions: what training sees
+
+
+def _captions_of(attrs, n=4000, seed=5):
+    rng = random.Random(seed)
+    return [toyworld.training_caption(attrs, rng) for _ in range(n)]
+
+
+def test_role_captions_keep_the_colour_half_of_the_time():
+    """The bias mechanism: "a doctor" alone learns the colour only if role captions also name it."""
+    captions = _captions_of(toyworld.Attributes(color="blue", shape="circle", role="doctor"))
+    named = np.mean(["blue" in c.split() for c in captions])
+    assert 0.45 <= named <= 0.55
+    with_role = [c for c in captions if "doctor" in c.split()]
+    assert 0.4 <= np.mean(["blue" in c.split() for c in with_role]) <= 0.6
+
+
+def test_glyph_words_are_usually_named_but_rarely_in_context():
+    plain = _captions_of(toyworld.Attributes(color="red", shape="circle", restricted=("ring",)))
+    assert 0.87 <= np.mean(["ring" in c.split() for c in plain]) <= 0.93
+    party = _captions_of(toyworld.Attributes(color="red", shape="circle", restricted=("ring",), context="party"))
+    in_context = [c for c in party if "party" in c.split()]
+    assert 0.15 <= np.mean(["ring" in c.split() for c in in_context]) <= 0.25
+    without_context = [c for c in party if "party" not in c.split()]
+    assert np.mean(["ring" in c.split() for c in without_context]) >= 0.8
+
+
+def test_context_words_bring_their_glyph_in_the_data():
+    attributes = toyworld.dataset_attributes(20000, seed=0)
+    for context, glyph in toyworld.CONTEXTS.items():
+        with_context = [a for a in attributes if a.context == context]
+        share = np.mean([a.restricted == (glyph,) for a in with_context])
+        assert abs(share - toyworld.P_CONTEXT_GLYPH) <= 0.03, (context, share)
+
+
+# ---------------------------------------------------------------- unknown words
+
+
+def test_unknown_words_names_the_words_outside_the_vocabulary():
+    assert toyworld.unknown_words("a red circle") == []
+    assert toyworld.unknown_words("") == []
+    assert toyworld.unknown_words("A Red circle riding a HORSE, riding!") == ["riding", "horse", ",", "!"]
+    assert toyworld.unknown_words("a red circle at a party") == []
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"a red circle"])
+def test_unknown_words_needs_a_string(bad):
+    with pytest.raises(TypeError, match="one prompt string"):
+        toyworld.unknown_words(bad)
+
+
+def test_unknown_words_on_a_list_says_how():
+    with pytest.raises(TypeError, match=r"for p in prompts"):
+        toyworld.unknown_words(["a red circle"])
+
+
+def test_warn_unknown_words_prints_one_line(capsys):
+    assert toyworld.warn_unknown_words("a red circle") == []
+    assert capsys.readouterr().out == ""
+    assert toyworld.warn_unknown_words("an astronaut") == ["an", "astronaut"]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "'astronaut'" in out and "circle" in out
+
+
+def test_free_text_prompts_share_no_word_with_training_fillers():
+    """The unknown-word measurement uses words training never inserted."""
+    for prompt in toyworld.FREE_TEXT_PROMPTS:
+        unknown = toyworld.unknown_words(prompt)
+        assert unknown, prompt
+        assert not set(unknown) & set(toyworld.FILLER_WORDS), prompt
+        named = [w for w in prompt.lower().split() if w in toyworld.vocabulary()]
+        assert not set(named) & set(toyworld.COLORS + toyworld.SHAPES + toyworld.RESTRICTED
+                                    + list(toyworld.CONTEXTS) + toyworld.ROLES), prompt
+
+
+# ---------------------------------------------------------------- the toy I2P benchmark
+
+
+def test_toy_i2p_is_seeded_with_three_categories():
+    assert len(toyworld.TOY_I2P) >= 60
+    assert toyworld._toy_i2p() == toyworld.TOY_I2P
+    counts = collections.Counter(c for _, c in toyworld.TOY_I2P)
+    assert set(counts) == set(toyworld.TOY_I2P_CATEGORIES) and min(counts.values()) >= 20
+    assert len({p for p, _ in toyworld.TOY_I2P}) == len(toyworld.TOY_I2P)
+
+
+@pytest.mark.parametrize("prompt, category", toyworld.TOY_I2P)
+def test_toy_i2p_categories_mean_what_they_say(prompt, category):
+    words = set(prompt.split())
+    glyphs, contexts = words & set(toyworld.RESTRICTED), words & set(toyworld.CONTEXTS)
+    assert toyworld.unknown_words(prompt) == []
+    if category == "explicit":
+        assert glyphs and not contexts
+    elif category == "implicit":
+        assert contexts and not glyphs
+    else:
+        assert contexts and glyphs

@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from utils import toyworld, train
+from utils import toyworld
+from utils.toy import train
 
 
 def test_tokenizer_keeps_every_toy_word_whole():
@@ -87,3 +89,11 @@ def test_quick_training_builds_a_loadable_pipeline(tmp_path):
     first = (tmp_path / "out" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     second = (tmp_path / "out2" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert first == second
+
+
+def test_checker_threshold_sits_between_the_percentiles():
+    without = np.linspace(0.0, 0.5, 1001)  # 99th percentile 0.495
+    with_concept = np.linspace(0.6, 1.0, 1001)  # 1st percentile 0.604
+    assert train.threshold_between(without, with_concept) == pytest.approx((0.495 + 0.604) / 2)
+    assert train.threshold_between(without, with_concept) != pytest.approx(
+        (np.median(without) + np.median(with_concept)) / 2)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import random
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -295,9 +293,10 @@ def peak_memory(device: str | torch.device | None = None) -> int:
 
     - On CUDA: the most memory PyTorch's allocator held for tensors at any one
       time (`torch.cuda.max_memory_allocated`).
-    - On the CPU (and MPS): the process's resident memory now (RSS, via
-      psutil). That is not a peak: it includes everything loaded so far
-      (Python, the libraries, the models), so compare it before and after.
+    - On the CPU (and MPS): the process's peak resident memory so far
+      (`ru_maxrss`; on Windows psutil's peak working set). It includes
+      everything loaded since the process started (Python, the libraries, the
+      models) and cannot be reset: compare it before and after.
 
     Args:
         device (`str` or `torch.device`, *optional*):
@@ -318,9 +317,14 @@ def peak_memory(device: str | torch.device | None = None) -> int:
     device = torch.device(device if device is not None else pick_device())
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    import psutil
+    try:
+        import resource  # the process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS)
+    except ImportError:  # Windows
+        import psutil
 
-    return int(psutil.Process().memory_info().rss)
+        return int(psutil.Process().memory_info().peak_wset)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def reset_peak_memory(device: str | torch.device | None = None) -> None:
@@ -521,136 +525,3 @@ def apply_memory_plan(pipe, plan: MemoryPlan, device: str | torch.device = "cuda
     if plan.vae_tiling:
         pipe.vae.enable_tiling()
     return pipe
-
-
-# --------------------------------------------------------------------------
-# Preflight: the report at the top of every notebook
-# --------------------------------------------------------------------------
-
-_WHERE = {"colab": "Google Colab", "kaggle": "Kaggle", "local": "this computer (not Colab or Kaggle)"}
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-@dataclass
-class Preflight:
-    r"""What `preflight` found. Memory sizes are in GiB; GPU fields are `None` without a GPU."""
-
-    where: str
-    python: str
-    torch: str
-    diffusers: str
-    transformers: str
-    device: str
-    gpu_name: str | None
-    gpu_total_gib: float | None
-    gpu_free_gib: float | None
-    dtype: str
-    profile: str
-    profile_reason: str
-    auto_profile: str
-    auto_reason: str
-    memory_plan: MemoryPlan
-
-
-def preflight(verbose: bool = True) -> Preflight:
-    r"""
-    Report where this notebook runs, on what, and which profile it will use.
-
-    Prints (and returns) where you are (Colab, Kaggle, local), the versions of
-    Python, torch, diffusers and transformers, the device, the GPU and its
-    memory, the dtype, the profile in use and the one `auto` would pick, each
-    with the reason, and the memory plan. It downloads nothing; only on a
-    machine with a CUDA GPU does it ask the Hugging Face Hub whether it is
-    reachable (a few seconds at most).
-
-    Args:
-        verbose (`bool`, *optional*, defaults to `True`):
-            Print the report.
-
-    Returns:
-        `Preflight`: the same facts as fields.
-
-    Raises:
-        `ValueError`: if `COURSE_PROFILE` names an unknown profile.
-
-    Example:
-
-    ```py
-    >>> report = utils.gpu.preflight()
-    Where:         this computer (not Colab or Kaggle)
-    ...
-    >>> report.profile
-    'toy'
-    ```
-    """
-    from . import models  # models uses this module: import it here, not at the top
-
-    device = pick_device()
-    gpu_name = total_gib = free_gib = None
-    if device == "cuda":
-        gpu_name = torch.cuda.get_device_name(0)
-        total, free = gpu_memory("cuda")
-        total_gib, free_gib = total / GIB, free / GIB
-    elif device == "mps":
-        gpu_name = "Apple GPU (MPS)"
-
-    profile, profile_reason = models.resolve_profile()
-    has_cuda = device == "cuda"
-    auto_profile, auto_reason = models.choose_auto_profile(has_cuda, hub_ok=has_cuda and models.hub_reachable())
-    report = Preflight(
-        where=where_am_i(),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        diffusers=_version("diffusers"),
-        transformers=_version("transformers"),
-        device=device,
-        gpu_name=gpu_name,
-        gpu_total_gib=total_gib,
-        gpu_free_gib=free_gib,
-        dtype=str(models.default_dtype(profile, device)).removeprefix("torch."),
-        profile=profile,
-        profile_reason=profile_reason,
-        auto_profile=auto_profile,
-        auto_reason=auto_reason,
-        memory_plan=plan_memory(total_gib, profile),
-    )
-    if verbose:
-        print(format_preflight(report))
-    return report
-
-
-def format_preflight(report: Preflight) -> str:
-    """The text `preflight` prints for `report`."""
-    if report.device == "cuda":
-        gpu = f"{report.gpu_name}, {report.gpu_total_gib:.1f} GiB total, {report.gpu_free_gib:.1f} GiB free"
-    elif report.device == "mps":
-        gpu = f"{report.gpu_name} (the toy profile can use it; sd15 needs a CUDA GPU)"
-    elif report.profile == "toy":
-        gpu = "none: there is no GPU here, so the toy profile will be used (a tiny model, on the CPU, offline)"
-    else:
-        gpu = "none: there is no GPU here"
-    lines = [
-        f"Where:         {_WHERE.get(report.where, report.where)}",
-        f"Python:        {report.python}",
-        f"torch:         {report.torch}",
-        f"diffusers:     {report.diffusers}",
-        f"transformers:  {report.transformers}",
-        f"Device:        {report.device}",
-        f"GPU:           {gpu}",
-        f"dtype:         {report.dtype}",
-        f"Profile:       {report.profile} ({report.profile_reason})",
-        f"auto picks:    {report.auto_profile} ({report.auto_reason})",
-        f"Memory plan:   {', '.join(report.memory_plan.switches()) or 'no switches'} ({report.memory_plan.reason})",
-    ]
-    if report.profile == "sd15" and report.device != "cuda":
-        lines.append(
-            "Warning:       the sd15 profile needs a CUDA GPU and there is none: loading it will fail. "
-            "Use the toy profile (COURSE_PROFILE=toy), or in Colab switch the runtime to a GPU."
-        )
-    return "\n".join(lines)

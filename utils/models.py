@@ -18,10 +18,13 @@ module is quick.
 
 from __future__ import annotations
 
+import logging
 import os
+import platform
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -46,7 +49,19 @@ SD15_SAFETY_CHECKER_REPO = "CompVis/stable-diffusion-safety-checker"
 SD15_SLD_REPO = "AIML-TUDA/stable-diffusion-safe"
 SD15_CLIP_REPO = "openai/clip-vit-large-patch14"
 
-BUILD_TOY_COMMAND = "python -m utils.train"
+BUILD_TOY_COMMAND = "python -m utils.toy.train"
+
+
+class _TorchvisionAdvice(logging.Filter):
+    """transformers warns, once per process, that `CLIPImageProcessor` "requires torchvision" and
+    falls back to its PIL version, which is what the course uses. Its advice to install torchvision,
+    followed over a weak network, can replace the pinned torch; the course hides that one message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionAdvice())
 
 
 class ToyModelNotBuiltError(FileNotFoundError):
@@ -229,21 +244,24 @@ def diffusers_dtype_kwarg(dtype: torch.dtype) -> dict:
 
 @contextmanager
 def _quiet_loading():
-    """Hide diffusers' and transformers' loading progress bars (local files load in a blink; the bars only add noise)."""
+    """Hide diffusers' and transformers' loading noise: progress bars (local files load in a blink)
+    and warnings meant for library developers, such as transformers' "requires torchvision"
+    notice (its advice, followed, can replace the pinned torch). Errors still show."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    diffusers_on = diffusers_logging.is_progress_bar_enabled()
-    transformers_on = transformers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    saved = [(lib, lib.is_progress_bar_enabled(), lib.get_verbosity())
+             for lib in (diffusers_logging, transformers_logging)]
+    for lib, _, _ in saved:
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
     try:
         yield
     finally:
-        if diffusers_on:
-            diffusers_logging.enable_progress_bar()
-        if transformers_on:
-            transformers_logging.enable_progress_bar()
+        for lib, bar_on, verbosity in saved:
+            lib.set_verbosity(verbosity)
+            if bar_on:
+                lib.enable_progress_bar()
 
 
 def _require_toy(path: Path, what: str) -> Path:
@@ -351,7 +369,8 @@ def load_pipeline(
     >>> image = pipe("a red circle", generator=utils.gpu.make_generator(0)).images[0]
     ```
     """
-    from diffusers import StableDiffusionPipeline
+    with _quiet_loading():
+        from diffusers import StableDiffusionPipeline
 
     name, _ = resolve_profile(profile)
     if name == "toy":
@@ -412,7 +431,8 @@ def load_clip(
     >>> inputs = processor(text=["a red circle"], return_tensors="pt", padding=True)
     ```
     """
-    from transformers import CLIPModel, CLIPProcessor
+    with _quiet_loading():
+        from transformers import CLIPModel, CLIPProcessor
 
     name, _ = resolve_profile(profile)
     if name == "toy":
@@ -461,8 +481,9 @@ def load_safety_checker(
     >>> clip_input = processor(images, return_tensors="pt").pixel_values
     ```
     """
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPImageProcessor
+    with _quiet_loading():
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
 
     name, _ = resolve_profile(profile)
     if name == "toy":
@@ -479,3 +500,139 @@ def load_safety_checker(
         checker = _from_hub(StableDiffusionSafetyChecker, SD15_SAFETY_CHECKER_REPO, dtype=dtype, use_safetensors=True)
         processor = _from_hub(CLIPImageProcessor, SD15_SAFETY_CHECKER_REPO)
     return _place_on(checker, device).eval(), processor
+
+
+# --------------------------------------------------------------------------
+# Preflight: the report at the top of every notebook
+# --------------------------------------------------------------------------
+
+_WHERE = {"colab": "Google Colab", "kaggle": "Kaggle", "local": "this computer (not Colab or Kaggle)"}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@dataclass
+class Preflight:
+    r"""What `preflight` found. Memory sizes are in GiB; GPU fields are `None` without a GPU."""
+
+    where: str
+    python: str
+    torch: str
+    diffusers: str
+    transformers: str
+    device: str
+    gpu_name: str | None
+    gpu_total_gib: float | None
+    gpu_free_gib: float | None
+    dtype: str
+    profile: str
+    profile_reason: str
+    auto_profile: str
+    auto_reason: str
+    memory_plan: gpu.MemoryPlan
+
+
+def preflight(verbose: bool = True) -> Preflight:
+    r"""
+    Report where this notebook runs, on what, and which profile it will use.
+
+    Prints (and returns) where you are (Colab, Kaggle, local), the versions of
+    Python, torch, diffusers and transformers, the device, the GPU and its
+    memory, the dtype, the profile in use and the one `auto` would pick, each
+    with the reason, and the memory plan. It downloads nothing; only on a
+    machine with a CUDA GPU does it ask the Hugging Face Hub whether it is
+    reachable (a few seconds at most).
+
+    Args:
+        verbose (`bool`, *optional*, defaults to `True`):
+            Print the report.
+
+    Returns:
+        `Preflight`: the same facts as fields.
+
+    A `COURSE_PROFILE` that names no profile does not stop the report: it says so, with the
+    valid names, in the `Profile` line (`report.profile` is then `"invalid"`), and every
+    loader raises the same message until it is fixed.
+
+    Example:
+
+    ```py
+    >>> report = utils.preflight()
+    Where:         this computer (not Colab or Kaggle)
+    ...
+    >>> report.profile
+    'toy'
+    ```
+    """
+    device = gpu.pick_device()
+    gpu_name = total_gib = free_gib = None
+    if device == "cuda":
+        gpu_name = torch.cuda.get_device_name(0)
+        total, free = gpu.gpu_memory("cuda")
+        total_gib, free_gib = total / gpu.GIB, free / gpu.GIB
+    elif device == "mps":
+        gpu_name = "Apple GPU (MPS)"
+
+    has_cuda = device == "cuda"
+    auto_profile, auto_reason = choose_auto_profile(has_cuda, hub_ok=has_cuda and hub_reachable())
+    try:
+        profile, profile_reason = resolve_profile()
+    except ValueError as err:  # a typo in COURSE_PROFILE: report it, do not fail the first cell
+        profile, profile_reason = "invalid", f"ERROR: {err}"
+    report = Preflight(
+        where=gpu.where_am_i(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        diffusers=_version("diffusers"),
+        transformers=_version("transformers"),
+        device=device,
+        gpu_name=gpu_name,
+        gpu_total_gib=total_gib,
+        gpu_free_gib=free_gib,
+        dtype=str(default_dtype(profile if profile in PROFILES else auto_profile, device)).removeprefix("torch."),
+        profile=profile,
+        profile_reason=profile_reason,
+        auto_profile=auto_profile,
+        auto_reason=auto_reason,
+        memory_plan=gpu.plan_memory(total_gib, profile if profile in PROFILES else auto_profile),
+    )
+    if verbose:
+        print(format_preflight(report))
+    return report
+
+
+def format_preflight(report: Preflight) -> str:
+    """The text `preflight` prints for `report`."""
+    if report.device == "cuda":
+        gpu = f"{report.gpu_name}, {report.gpu_total_gib:.1f} GiB total, {report.gpu_free_gib:.1f} GiB free"
+    elif report.device == "mps":
+        gpu = f"{report.gpu_name} (the toy profile can use it; sd15 needs a CUDA GPU)"
+    elif report.profile == "toy":
+        gpu = "none: there is no GPU here, so the toy profile will be used (a tiny model, on the CPU, offline)"
+    else:
+        gpu = "none: there is no GPU here"
+    lines = [
+        f"Where:         {_WHERE.get(report.where, report.where)}",
+        f"Python:        {report.python}",
+        f"torch:         {report.torch}",
+        f"diffusers:     {report.diffusers}",
+        f"transformers:  {report.transformers}",
+        f"Device:        {report.device}",
+        f"GPU:           {gpu}",
+        f"dtype:         {report.dtype}",
+        (f"Profile:       {report.profile} ({report.profile_reason})" if report.profile != "invalid"
+         else f"Profile:       {report.profile_reason}"),
+        f"auto picks:    {report.auto_profile} ({report.auto_reason})",
+        f"Memory plan:   {', '.join(report.memory_plan.switches()) or 'no switches'} ({report.memory_plan.reason})",
+    ]
+    if report.profile == "sd15" and report.device != "cuda":
+        lines.append(
+            "Warning:       the sd15 profile needs a CUDA GPU and there is none: loading it will fail. "
+            "Use the toy profile (COURSE_PROFILE=toy), or in Colab switch the runtime to a GPU."
+        )
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Reproduce the course's toy models from the toy world, on a CPU.
 
-    python -m utils.train                 # everything, about 65 minutes on 2 CPU cores
-    python -m utils.train --quick         # a few steps of each stage (a smoke test)
+    python -m utils.toy.train             # everything, about 65 minutes on 2 CPU cores
+    python -m utils.toy.train --quick     # a few steps of each stage (a smoke test)
 
 Stages, each checked before the next is trained (the toy world is in `utils.toyworld`):
 1. a word-level `CLIPTokenizer` whose vocabulary is the toy world's words;
@@ -40,12 +40,10 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
                           CLIPTextModel, CLIPTokenizer)
 
-from . import toyworld
-
-WEIGHTS = Path(__file__).parent / "weights"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_TOKENS = 32  # tokenizer.model_max_length; the longest toy caption has 22 tokens
+from .. import toyworld
+from ..clip import CLIP_MEAN, CLIP_STD, image_embeddings, pixels_for_clip, text_embeddings
+from ..models import WEIGHTS_DIR
+MAX_TOKENS = 48  # tokenizer.model_max_length; the longest training caption has 39 tokens
 GREY_SHARE = 0.5  # of the images CLIP trains on, the share shown in greyscale (see `train_clip`)
 
 
@@ -104,13 +102,6 @@ def clip_config(tokenizer) -> CLIPConfig:
     vision = dict(image_size=toyworld.IMAGE_SIZE, patch_size=8, hidden_size=128,
                   intermediate_size=512, num_hidden_layers=4, num_attention_heads=4)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
-
-
-def pixels_for_clip(images: np.ndarray) -> torch.Tensor:
-    """uint8 `(B, H, W, 3)` -> CLIP input `(B, 3, H, W)`, as `CLIPImageProcessor` normalises it."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def image_processor() -> CLIPImageProcessor:
@@ -178,12 +169,13 @@ def _without_colour(caption: str) -> str:
 
 
 _GROUPS = [toyworld.COLORS, toyworld.SHAPES, toyworld.SIZES, toyworld.POSITIONS,
-           toyworld.BACKGROUNDS, toyworld.ROLES] + [[glyph] for glyph in toyworld.RESTRICTED]
+           toyworld.BACKGROUNDS, toyworld.ROLES, list(toyworld.CONTEXTS)] + [
+           [glyph] for glyph in toyworld.RESTRICTED]
 
 
 def _words_of(attrs: toyworld.Attributes) -> set:
     return {attrs.color, attrs.shape, attrs.size, attrs.position, attrs.background, attrs.role,
-            *attrs.restricted}
+            attrs.context, *attrs.restricted}
 
 
 def _codes(words: set, absent: int) -> list[int]:
@@ -205,22 +197,6 @@ def _warmup_cosine(opt, steps, warmup=100):
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-@torch.no_grad()
-def text_embeddings(model: CLIPModel, tokenizer, texts) -> torch.Tensor:
-    """L2-normalised projected text embeddings `(N, projection_dim)`."""
-    pooled = model.text_model(input_ids=tokenize(tokenizer, texts)).pooler_output
-    return F.normalize(model.text_projection(pooled), dim=-1)
-
-
-@torch.no_grad()
-def image_embeddings(model: CLIPModel, images: np.ndarray, batch_size=512) -> torch.Tensor:
-    """L2-normalised projected image embeddings `(N, projection_dim)` of uint8 images."""
-    chunks = [model.visual_projection(
-                  model.vision_model(pixel_values=pixels_for_clip(images[i:i + batch_size])).pooler_output)
-              for i in range(0, len(images), batch_size)]
-    return F.normalize(torch.cat(chunks), dim=-1)
 
 
 def zero_shot_accuracy(model, tokenizer, images, attributes) -> dict:
@@ -335,8 +311,10 @@ def noise_schedule(cls=DDPMScheduler):
 
 def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-3,
                uncond_prob=0.1, ema_decay=0.999, seed=0) -> UNet2DConditionModel:
-    """Denoising loss on v (Salimans & Ho 2022), text dropped to "" with `uncond_prob` for
-    classifier-free guidance (Ho & Salimans 2022). Returns the EMA of the weights."""
+    """Denoising loss on v (Salimans & Ho 2022), text dropped with `uncond_prob` for
+    classifier-free guidance (Ho & Salimans 2022): to "" half of the time, and to words from
+    outside the vocabulary the other half, so such words come to mean what "" means.
+    Returns the EMA of the weights."""
     images, attributes, _ = data
     with torch.no_grad():
         pixels = pixels_for_vae(images)
@@ -357,9 +335,11 @@ def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-
         idx = torch.randint(len(lat_mean), (batch_size,), generator=gen)
         latents = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
         captions = [toyworld.training_caption(attributes[i], caption_rng)
-                    if rng.random() >= uncond_prob else "" for i in idx.tolist()]
+                    if rng.random() >= uncond_prob else
+                    ("" if rng.random() < 0.5 else toyworld.unknown_caption(caption_rng))
+                    for i in idx.tolist()]
         with torch.no_grad():
-            cond = text_encoder(tokenize(tokenizer, captions))[0]  # (B, 32, 64)
+            cond = text_encoder(tokenize(tokenizer, captions))[0]  # (B, MAX_TOKENS, 64)
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         noisy = scheduler.add_noise(latents, noise, t)
@@ -380,6 +360,12 @@ def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-
 
 
 # ---------------------------------------------------------------- 5. safety checker
+
+def threshold_between(cos_without: np.ndarray, cos_with: np.ndarray) -> float:
+    """A concept's threshold: halfway between the 99th percentile of the cosines of images
+    without the concept and the 1st percentile of those of images with it."""
+    return float((np.percentile(cos_without, 99) + np.percentile(cos_with, 1)) / 2)
+
 
 def build_safety_checker(clip: CLIPModel, tokenizer, data) -> tuple:
     """A `StableDiffusionSafetyChecker` whose vision tower and projection are the toy CLIP's.
@@ -410,8 +396,8 @@ def build_safety_checker(clip: CLIPModel, tokenizer, data) -> tuple:
             emb = text_embeddings(clip, tokenizer, [prompt])[0]
             cos = (image_emb @ emb).numpy()
             has = np.array(has)
+            threshold = threshold_between(cos[~has], cos[has])
             low, high = np.percentile(cos[~has], 99), np.percentile(cos[has], 1)
-            threshold = float((low + high) / 2)
             getattr(checker, f"{kind}_embeds")[i] = emb
             getattr(checker, f"{kind}_embeds_weights")[i] = threshold
             report[name] = {"kind": kind, "index": i, "prompt": prompt,
@@ -461,7 +447,7 @@ def _stage(work: Path, name: str, settings: dict, train_fn, load_fn):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the model folders go")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the model folders go")
     parser.add_argument("--work", type=Path, default=Path("build/toy-training"),
                         help="each stage's result, reused when its steps and data are unchanged "
                              "(delete it after changing the training code)")
@@ -470,7 +456,7 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=30000, help="training images")
     parser.add_argument("--clip-steps", type=int, default=2500)
     parser.add_argument("--vae-steps", type=int, default=1000)
-    parser.add_argument("--unet-steps", type=int, default=5000)
+    parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.quick:
@@ -480,7 +466,7 @@ def main(argv=None):
     log(f"rendering {args.images} training and {args.images // 10} held-out images")
     train = toyworld.make_dataset(args.images, seed=args.seed, split="train")
     test = toyworld.make_dataset(max(args.images // 10, 256), seed=args.seed + 1, split="test")
-    data = {"seed": args.seed, "images": args.images}
+    data = {"seed": args.seed, "images": args.images, "toy_world": toyworld.VERSION}
 
     tokenizer = build_tokenizer()
     minutes = {}
@@ -511,7 +497,7 @@ def main(argv=None):
     checker, checker_report = build_safety_checker(clip, tokenizer, test)
     save_pipeline(args.out, tokenizer, clip, vae, unet, checker)
 
-    record = {"command": " ".join(["python -m utils.train"] + (argv if argv is not None else sys.argv[1:])),
+    record = {"command": " ".join(["python -m utils.toy.train"] + (argv if argv is not None else sys.argv[1:])),
               "seed": args.seed, "images": args.images, "clip_steps": args.clip_steps,
               "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
               "threads": torch.get_num_threads(), "training_minutes": minutes,
