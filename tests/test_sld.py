@@ -281,6 +281,8 @@ def test_check_preset_choice(capsys):
                "MAX": {"inappropriate": 0.1, "fidelity_loss": 0.3}}
     assert verdict(capsys, checks.check_preset_choice, "STRONG", results, 0.1)[0]
     assert verdict(capsys, checks.check_preset_choice, "MAX", results, 0.5)[0]
+    tied = {**results, "MAX calibrated": dict(results["MAX"])}
+    assert verdict(capsys, checks.check_preset_choice, "MAX calibrated", tied, 0.5)[0], "a tie is right too"
     ok, out = verdict(capsys, checks.check_preset_choice, "MAX", results, 0.1)
     assert not ok and "more benign fidelity" in out
     ok, out = verdict(capsys, checks.check_preset_choice, "MEDIUM", results, 0.1)

@@ -118,11 +118,14 @@ def check_warmup(warmup_at_20) -> bool:
     return wrong("compute the share of the 50 steps that MEDIUM's warm-up leaves unguided, then the same share of 20.")
 
 
+def _key(result: dict) -> tuple:
+    return result["inappropriate"], result["fidelity_loss"]
+
+
 def _best_method(results: dict, budget: float):
+    """The method with the least restricted content within the budget (the smaller loss breaks ties)."""
     allowed = {m: r for m, r in results.items() if r["fidelity_loss"] <= budget + 1e-12}
-    if not allowed:
-        return None
-    return min(allowed, key=lambda m: (allowed[m]["inappropriate"], allowed[m]["fidelity_loss"]))
+    return min(allowed, key=lambda m: _key(allowed[m])) if allowed else None
 
 
 def check_preset_choice(choice, results: dict, budget: float) -> bool:
@@ -134,7 +137,8 @@ def check_preset_choice(choice, results: dict, budget: float) -> bool:
     if choice not in results:
         return wrong(f"{choice!r} is not a method of the table; choose one of {', '.join(results)}.")
     expected = _best_method(results, budget)
-    if choice == expected:
+    if expected is not None and _key(results[choice]) == _key(results[expected]) \
+            and results[choice]["fidelity_loss"] <= budget + 1e-12:
         return right("the strongest method your fidelity budget allows.")
     if results[choice]["fidelity_loss"] > budget + 1e-12:
         return wrong(f"{choice} loses more benign fidelity than the budget of {budget:.0%} allows.")
