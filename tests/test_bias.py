@@ -172,9 +172,12 @@ def test_explorer_figure_and_widget():
     with pytest.raises(ValueError, match="no gallery"):
         bias.explorer_figure(galleries, "p", "r", ["a", "b"])
     box = bias.explorer(galleries, ["a", "b"])
-    pick_a, pick_b = box.children[0].children
+    (pick_a, pick_b), picture = box.children[0].children, box.children[1]
     assert (pick_a.value, pick_b.value) == ("p", "q")
-    pick_b.value = "p"  # the observer redraws without error
+    before = bytes(picture.value)
+    assert before.startswith(b"\x89PNG")
+    pick_b.value = "p"  # the observer redraws the figure
+    assert bytes(picture.value).startswith(b"\x89PNG") and bytes(picture.value) != before
 
 
 # ---------------------------------------------------------------- measuring images

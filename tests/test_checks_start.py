@@ -63,3 +63,16 @@ def test_same_noise(capsys):
     assert not ok and "shape (2, 4)" in out
     ok, out = verdict(capsys, start.check_same_noise, placeholder)
     assert not ok and "Not yet solved" in out
+
+
+def test_a_verdict_is_true_only_when_right_and_a_notebook_shows_nothing_for_it(capsys):
+    """The check prints its verdict; the value it returns must not add a stray `True` below it."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from utils import checks
+
+    verdicts = [checks.right("fine"), checks.wrong("not so"), checks.not_yet("try")]
+    assert [bool(v) for v in verdicts] == [True, False, False]
+    assert capsys.readouterr().out.splitlines() == ["Correct! fine", "Not quite: not so", "Not yet solved: try"]
+    for verdict in verdicts:
+        assert DisplayFormatter().format(verdict) == ({}, {})

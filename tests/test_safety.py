@@ -311,6 +311,18 @@ def test_widget_sliders_drive_the_decisions():
     assert len(seen) == 3
 
 
+def test_widget_draws_the_gallery_as_an_image_and_redraws_it():
+    pytest.importorskip("ipywidgets")
+    scores, p = _toy_scores()
+    widget = safety.safety_widget(np.zeros((4, 8, 8, 3), dtype=np.uint8), scores, p["concept_thresholds"],
+                                  p["special_care_thresholds"], truth=torch.tensor([True, True, True, False]))
+    _, shift, picture = widget.children
+    before = bytes(picture.value)
+    assert before.startswith(b"\x89PNG")
+    shift.value = 0.15  # one more image blocked: another figure
+    assert bytes(picture.value).startswith(b"\x89PNG") and bytes(picture.value) != before
+
+
 # --------------------------------------------------------------------------- exercise checks
 
 
@@ -331,7 +343,7 @@ def _right_score(image_embed, concept_embed, threshold, adjustment=0.0):
     (..., None, "Not yet solved"),
 ])
 def test_check_concept_score(answer, verdict, message, capsys):
-    assert checks.check_concept_score(answer) is bool(verdict)
+    assert bool(checks.check_concept_score(answer)) is bool(verdict)
     assert message in capsys.readouterr().out
 
 

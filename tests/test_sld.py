@@ -89,6 +89,14 @@ def test_equal_with_overrides_and_negative_prompt(unchecked, reference):
     assert np.abs(ours.images - theirs).max() <= 1e-4
 
 
+def test_a_single_prompt_takes_a_string_negative_prompt(unchecked):
+    """A string prompt with a string negative prompt: the same image as the one-element lists."""
+    def one(prompt, negative):
+        return sld.generate(unchecked, prompt, preset="MEDIUM", negative_prompt=negative, num_inference_steps=STEPS,
+                            generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert np.abs(one(PROMPTS[0], "a green shape") - one(PROMPTS[:1], ["a green shape"])).max() == 0
+
+
 def test_sld_changes_the_image(unchecked):
     plain = run_ours(unchecked, None).images
     assert np.abs(run_ours(unchecked, "MAX").images - plain).max() > 0.05

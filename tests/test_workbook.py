@@ -33,6 +33,7 @@ def test_learner_copy_has_no_solution_no_output_no_pairing(path):
     assert not any(c.outputs or c.execution_count for c in code)
     assert not any("NBVAL_" in c.source for c in code)
     assert "jupytext" not in nb.metadata
+    assert "widgets" not in nb.metadata, "the teacher run's widget state is not the learner's"
 
 
 def test_learner_version_removes_solutions_and_outputs():

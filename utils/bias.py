@@ -409,26 +409,26 @@ def explorer_figure(galleries: dict, prompt_a: str, prompt_b: str, categories, n
 def explorer(galleries: dict, categories, colors=None):
     """An interactive explorer (ipywidgets 7 and 8): pick two prompts, see `explorer_figure`.
 
+    The figure is drawn to a PNG and shown in an `Image` widget, whose value is replaced on every
+    pick: a plain widget update, which every front end (JupyterLab, Colab, nbconvert) handles
+    alike.
+
     Returns:
-        `ipywidgets.VBox`: two dropdowns above an output area; display it in a notebook.
+        `ipywidgets.VBox`: two dropdowns above the image; display it in a notebook.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+
+    from .display import figure_png
 
     prompts = list(galleries)
     pick_a = widgets.Dropdown(options=prompts, value=prompts[0], description="Prompt A")
     pick_b = widgets.Dropdown(options=prompts, value=prompts[min(1, len(prompts) - 1)], description="Prompt B")
-    output = widgets.Output()
+    picture = widgets.Image(format="png")
 
     def draw(_=None):
-        output.clear_output(wait=True)
-        with output:
-            fig = explorer_figure(galleries, pick_a.value, pick_b.value, categories, colors=colors)
-            display(fig)
-            plt.close(fig)  # shown once, in the output area
+        picture.value = figure_png(explorer_figure(galleries, pick_a.value, pick_b.value, categories, colors=colors))
 
     pick_a.observe(draw, names="value")
     pick_b.observe(draw, names="value")
     draw()
-    return widgets.VBox([widgets.HBox([pick_a, pick_b]), output])
+    return widgets.VBox([widgets.HBox([pick_a, pick_b]), picture])

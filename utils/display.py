@@ -51,3 +51,17 @@ def show_grid(images, labels=None, cols=8, size=1.4, title=None):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes, then closed: what an `ipywidgets.Image` shows (notebooks 03, 05).
+
+    A widget that redraws a figure sets `image.value = figure_png(fig)`: a plain widget update,
+    which JupyterLab, Colab and nbconvert all handle alike.
+    """
+    import io
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi)
+    plt.close(fig)
+    return png.getvalue()

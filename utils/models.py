@@ -11,6 +11,10 @@ environment variable (`COURSE_PROFILE=toy make course`); never by editing
 cells. Without either, the profile is `auto`. Taught in
 `notebooks/00_start_here.ipynb`.
 
+The `COURSE_DEVICE` environment variable (`cpu`, `cuda`, `cuda:N`, `mps`) forces
+the device for any profile, e.g. `COURSE_PROFILE=sd15 COURSE_DEVICE=cpu` runs
+Stable Diffusion on the CPU (slowly: it warns) where it would otherwise refuse.
+
 Weights are loaded only as safetensors, and never with `trust_remote_code`.
 diffusers and transformers are imported inside the loaders, so importing this
 module is quick.
@@ -23,6 +27,7 @@ import os
 import platform
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,12 +36,22 @@ from pathlib import Path
 import torch
 
 from . import gpu
+from .i18n import pad, tr
 
 PROFILES = ("toy", "sd15", "auto")
 """The valid profile names."""
 
 PROFILE_ENV_VAR = "COURSE_PROFILE"
 """The environment variable that chooses the profile when no argument does."""
+
+DEVICE_ENV_VAR = "COURSE_DEVICE"
+"""The environment variable that forces the device (for any profile) when no argument does."""
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""The device types `COURSE_DEVICE` may name (`cuda` also as `cuda:N`)."""
+
+QUICK_ENV_VAR = "COURSE_QUICK"
+"""The environment variable that shrinks the notebooks' `sd15` step counts and image counts (see `quick`)."""
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TOY_SD_DIR = WEIGHTS_DIR / "toy-sd"
@@ -70,6 +85,10 @@ class ToyModelNotBuiltError(FileNotFoundError):
 
 class ProfileUnavailableError(RuntimeError):
     """The profile cannot run here: no GPU, no Hub access, or not enough GPU memory. The message says what to do."""
+
+
+class SlowDeviceWarning(UserWarning):
+    """The `sd15` profile runs on the CPU, as asked: it works, at minutes per image."""
 
 
 # --------------------------------------------------------------------------
@@ -145,10 +164,10 @@ def choose_auto_profile(has_cuda: bool, hub_ok: bool) -> tuple[str, str]:
     ```
     """
     if not has_cuda:
-        return "toy", "no CUDA GPU here, and sd15 needs one"
+        return "toy", tr("no CUDA GPU here, and sd15 needs one")
     if not hub_ok:
-        return "toy", "a CUDA GPU is here, but the Hugging Face Hub is not reachable: offline, or HF_HUB_OFFLINE is set"
-    return "sd15", "a CUDA GPU and the Hugging Face Hub are both here"
+        return "toy", tr("a CUDA GPU is here, but the Hugging Face Hub is not reachable: offline, or HF_HUB_OFFLINE is set")
+    return "sd15", tr("a CUDA GPU and the Hugging Face Hub are both here")
 
 
 def resolve_profile(profile: str | None = None) -> tuple[str, str]:
@@ -185,21 +204,21 @@ def resolve_profile(profile: str | None = None) -> tuple[str, str]:
         requested = os.environ[PROFILE_ENV_VAR]
         source = f"{PROFILE_ENV_VAR}={requested.strip()}"
     else:
-        requested, source = "auto", f"no profile given and {PROFILE_ENV_VAR} is not set"
+        requested, source = "auto", tr("no profile given and {var} is not set", var=PROFILE_ENV_VAR)
     name = requested.strip().lower() if isinstance(requested, str) else requested
     if name not in PROFILES:
-        raise ValueError(
-            f"Unknown profile {requested!r} (from {source}). "
-            f"Valid profiles: {', '.join(PROFILES)}. "
-            f"Pass one as profile=..., or set {PROFILE_ENV_VAR}, e.g. {PROFILE_ENV_VAR}=toy."
-        )
+        raise ValueError(tr(
+            "Unknown profile {requested!r} (from {source}). Valid profiles: {valid}. "
+            "Pass one as profile=..., or set {var}, e.g. {var}=toy.",
+            requested=requested, source=source, valid=", ".join(PROFILES), var=PROFILE_ENV_VAR,
+        ))
     if name != "auto":
-        return name, f"asked for with {source}"
+        return name, tr("asked for with {source}", source=source)
     has_cuda = torch.cuda.is_available()
     picked, why = choose_auto_profile(has_cuda, hub_ok=has_cuda and hub_reachable())
     if profile is None and source.startswith(PROFILE_ENV_VAR):
         why = f"{why}; {source}"
-    return picked, f"auto picked {picked}: {why}"
+    return picked, tr("auto picked {picked}: {why}", picked=picked, why=why)
 
 
 def default_dtype(profile: str, device: str | torch.device) -> torch.dtype:
@@ -215,6 +234,115 @@ def default_dtype(profile: str, device: str | torch.device) -> torch.dtype:
         `torch.dtype`
     """
     return torch.float32 if profile == "toy" else gpu.pick_dtype(device)
+
+
+def quick(full, small):
+    r"""
+    A notebook's `sd15` setting: `full` normally, `small` when `COURSE_QUICK=1` (a smoke run).
+
+    The one place where the notebooks' `sd15` step counts and image counts shrink. CI
+    runs every `sd15` branch on stand-in weights with it (`tests/test_sd15_standin.py`);
+    with `COURSE_DEVICE=cpu` it lets you try `sd15` on a CPU in minutes, not hours
+    (the images are then rough: few steps).
+
+    Args:
+        full: the value for a real run, e.g. `50` steps.
+        small: the value for a smoke run, e.g. `2` steps.
+
+    Returns:
+        `small` if `COURSE_QUICK` is `1` (or `true`, `yes`, `on`), else `full`.
+
+    Example:
+
+    ```py
+    >>> STEPS = 20 if TOY else utils.models.quick(50, 2)
+    ```
+    """
+    return small if _env_flag(QUICK_ENV_VAR) else full
+
+
+def forced_device() -> str | None:
+    r"""
+    The device the `COURSE_DEVICE` environment variable forces, or `None` where it is unset (or empty).
+
+    Returns:
+        `str` or `None`: `"cpu"`, `"cuda"`, `"cuda:N"` or `"mps"` (lower case, spaces removed).
+
+    Raises:
+        `ValueError`: `COURSE_DEVICE` names no device; the message lists the valid values.
+        `ProfileUnavailableError`: it names a device this machine does not have (e.g. `cuda` without a GPU).
+
+    Example:
+
+    ```py
+    >>> os.environ["COURSE_DEVICE"] = "cpu"
+    >>> utils.models.forced_device()
+    'cpu'
+    ```
+    """
+    value = os.environ.get(DEVICE_ENV_VAR, "").strip()
+    if not value:
+        return None
+    name = value.lower()
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:  # torch's own message for "gpu", "cuda:x", ...
+        kind = None
+    if kind not in DEVICE_TYPES:
+        raise ValueError(tr(
+            "Unknown device {value!r} (from {var}={value}). "
+            "Valid devices: cpu, cuda, cuda:N (N a GPU number, e.g. cuda:0), mps. "
+            "Or unset {var} to let the profile choose.",
+            value=value, var=DEVICE_ENV_VAR,
+        ))
+    mps = getattr(torch.backends, "mps", None)
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
+    if not present[kind]:
+        raise ProfileUnavailableError(tr(
+            "{var}={value}, but there is no {kind} device here. Set {var}=cpu, or unset it to let the profile choose.",
+            var=DEVICE_ENV_VAR, value=value, kind=kind,
+        ))
+    return name
+
+
+def resolve_device(profile: str, device: str | torch.device | None = None) -> str | torch.device:
+    r"""
+    The device a profile's models go to: the argument, else `COURSE_DEVICE`, else the profile's choice.
+
+    The profile's choice is `utils.gpu.pick_device()` for `toy`, and `"cuda"` for
+    `sd15` (which refuses without a CUDA GPU). `sd15` on the CPU, asked for with
+    the argument or `COURSE_DEVICE=cpu`, runs, with a `SlowDeviceWarning`.
+
+    Args:
+        profile (`str`): `"toy"` or `"sd15"` (resolved, see `resolve_profile`).
+        device (`str` or `torch.device`, *optional*): an explicit device, respected as given.
+
+    Returns:
+        `str` or `torch.device`
+
+    Raises:
+        `ValueError`: a bad `COURSE_DEVICE` (see `forced_device`).
+        `ProfileUnavailableError`: `sd15` with no device asked for and no CUDA GPU.
+    """
+    if device is None:
+        device = forced_device()
+    if profile == "toy":
+        return device if device is not None else gpu.pick_device()
+    if device is None:
+        if torch.cuda.is_available():
+            return "cuda"
+        raise ProfileUnavailableError(tr(
+            "The sd15 profile needs a CUDA GPU, and there is none here. What to do:\n"
+            "- use the toy profile: profile='toy', or set {profile_var}=toy (runs on any CPU, offline);\n"
+            "- in Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again from the top;\n"
+            "- to run Stable Diffusion on the CPU anyway (minutes per image), set {device_var}=cpu "
+            "or pass device='cpu'.",
+            profile_var=PROFILE_ENV_VAR, device_var=DEVICE_ENV_VAR,
+        ))
+    if torch.device(device).type == "cpu":
+        warnings.warn(tr("sd15 runs on the CPU, as asked: expect minutes per image (a CUDA GPU takes seconds)."),
+                      SlowDeviceWarning, stacklevel=3)
+    return device
 
 
 # --------------------------------------------------------------------------
@@ -266,43 +394,31 @@ def _quiet_loading():
 
 def _require_toy(path: Path, what: str) -> Path:
     if not path.exists():
-        raise ToyModelNotBuiltError(
-            f"The toy model is not built yet: {what} is missing ({path}). "
-            f"Build it with `{BUILD_TOY_COMMAND}` from the repository's root, "
-            "or reinstall the course package."
-        )
+        raise ToyModelNotBuiltError(tr(
+            "The toy model is not built yet: {what} is missing ({path}). "
+            "Build it with `{command}` from the repository's root, or reinstall the course package.",
+            what=what, path=path, command=BUILD_TOY_COMMAND,
+        ))
     return path.parent if path.is_file() else path
 
-
-def _sd15_device(device: str | torch.device | None) -> str | torch.device:
-    if device is not None:
-        return device  # asked for explicitly: respect it, even the CPU (minutes per image)
-    if torch.cuda.is_available():
-        return "cuda"
-    raise ProfileUnavailableError(
-        "The sd15 profile needs a CUDA GPU, and there is none here. What to do:\n"
-        f"- use the toy profile: profile='toy', or set {PROFILE_ENV_VAR}=toy (runs on any CPU, offline);\n"
-        "- in Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again from the top;\n"
-        "- to run Stable Diffusion on the CPU anyway (minutes per image), pass device='cpu'."
-    )
 
 
 def _hub_help(repo: str, err: Exception) -> str:
     first_line = (str(err).strip().splitlines() or [""])[0]
     offline = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded: unset it, or download the model once while online.\n"
+        tr("HF_HUB_OFFLINE is set, so nothing is downloaded: unset it, or download the model once while online.\n")
         if _env_flag("HF_HUB_OFFLINE")
         else ""
     )
-    return (
-        f"Could not load {repo!r} from the Hugging Face Hub "
-        f"({type(err).__name__}: {first_line}).\n"
-        f"{offline}"
+    return tr(
+        "Could not load {repo!r} from the Hugging Face Hub ({error}: {first_line}).\n"
+        "{offline}"
         "What to do:\n"
-        f"- use the toy profile, which needs no network: profile='toy', or set {PROFILE_ENV_VAR}=toy;\n"
+        "- use the toy profile, which needs no network: profile='toy', or set {var}=toy;\n"
         "- check the network (can this machine open https://huggingface.co?);\n"
         "- if the message mentions 401, 403 or a gated repository, accept the model's licence on its Hub page "
-        "and log in: `hf auth login` (older versions: `huggingface-cli login`), or in Colab add an HF_TOKEN secret."
+        "and log in: `hf auth login` (older versions: `huggingface-cli login`), or in Colab add an HF_TOKEN secret.",
+        repo=repo, error=type(err).__name__, first_line=first_line, offline=offline, var=PROFILE_ENV_VAR,
     )
 
 
@@ -321,12 +437,13 @@ def _place_on(model, device, plan: gpu.MemoryPlan | None = None):
             return model.to(device)
         return gpu.apply_memory_plan(model, plan, device)
     except torch.cuda.OutOfMemoryError:
-        raise ProfileUnavailableError(
-            f"The GPU ran out of memory while loading onto {device}. What to do:\n"
+        raise ProfileUnavailableError(tr(
+            "The GPU ran out of memory while loading onto {device}. What to do:\n"
             "- free what earlier cells loaded: `del pipe` (and other models), then `utils.gpu.free_memory()`;\n"
             "- in Colab: Runtime > Restart session, then run only this notebook;\n"
-            f"- use the toy profile: set {PROFILE_ENV_VAR}=toy."
-        ) from None
+            "- use the toy profile: set {var}=toy.",
+            device=device, var=PROFILE_ENV_VAR,
+        )) from None
 
 
 # --------------------------------------------------------------------------
@@ -350,7 +467,8 @@ def load_pipeline(
         profile (`str`, *optional*):
             `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE` (see `resolve_profile`).
         device (`str` or `torch.device`, *optional*):
-            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+            Defaults to `COURSE_DEVICE` if set, else `utils.gpu.pick_device()` for `toy` and `"cuda"` for `sd15`
+            (see `resolve_device`).
         dtype (`torch.dtype`, *optional*):
             Defaults to `default_dtype(profile, device)`: float32 for `toy`, fp16 on CUDA for `sd15`.
 
@@ -374,8 +492,8 @@ def load_pipeline(
 
     name, _ = resolve_profile(profile)
     if name == "toy":
-        source = _require_toy(TOY_SD_DIR / "model_index.json", "the toy pipeline")
-        device = device if device is not None else gpu.pick_device()
+        source = _require_toy(TOY_SD_DIR / "model_index.json", tr("the toy pipeline"))
+        device = resolve_device(name, device)
         with _quiet_loading():
             pipe = StableDiffusionPipeline.from_pretrained(
                 source,
@@ -384,7 +502,7 @@ def load_pipeline(
                 local_files_only=True,
             )
     else:
-        device = _sd15_device(device)
+        device = resolve_device(name, device)
         dtype = dtype or default_dtype(name, device)
         half = dtype in (torch.float16, torch.bfloat16)
         pipe = _from_hub(
@@ -414,7 +532,8 @@ def load_clip(
         profile (`str`, *optional*):
             `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE`.
         device (`str` or `torch.device`, *optional*):
-            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+            Defaults to `COURSE_DEVICE` if set, else `utils.gpu.pick_device()` for `toy` and `"cuda"` for `sd15`
+            (see `resolve_device`).
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
             Similarities are compared to a few decimals: keep float32 unless memory is short.
 
@@ -436,13 +555,13 @@ def load_clip(
 
     name, _ = resolve_profile(profile)
     if name == "toy":
-        source = _require_toy(TOY_CLIP_DIR / "config.json", "the toy CLIP")
-        device = device if device is not None else gpu.pick_device()
+        source = _require_toy(TOY_CLIP_DIR / "config.json", tr("the toy CLIP"))
+        device = resolve_device(name, device)
         with _quiet_loading():
             model = CLIPModel.from_pretrained(source, dtype=dtype, use_safetensors=True, local_files_only=True)
             processor = CLIPProcessor.from_pretrained(source, local_files_only=True)
     else:
-        device = _sd15_device(device)
+        device = resolve_device(name, device)
         model = _from_hub(CLIPModel, SD15_CLIP_REPO, dtype=dtype, use_safetensors=True)
         processor = _from_hub(CLIPProcessor, SD15_CLIP_REPO)
     return _place_on(model, device).eval(), processor
@@ -464,7 +583,8 @@ def load_safety_checker(
         profile (`str`, *optional*):
             `"toy"`, `"sd15"` or `"auto"`; `None` reads `COURSE_PROFILE`.
         device (`str` or `torch.device`, *optional*):
-            Defaults to `utils.gpu.pick_device()` for `toy`, and `"cuda"` for `sd15`.
+            Defaults to `COURSE_DEVICE` if set, else `utils.gpu.pick_device()` for `toy` and `"cuda"` for `sd15`
+            (see `resolve_device`).
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
             The checker rounds its scores to 3 decimals: float32 keeps them exact.
 
@@ -487,16 +607,16 @@ def load_safety_checker(
 
     name, _ = resolve_profile(profile)
     if name == "toy":
-        checker_dir = _require_toy(TOY_SD_DIR / "safety_checker" / "config.json", "the toy safety checker")
-        processor_dir = _require_toy(TOY_SD_DIR / "feature_extractor", "the toy feature extractor")
-        device = device if device is not None else gpu.pick_device()
+        checker_dir = _require_toy(TOY_SD_DIR / "safety_checker" / "config.json", tr("the toy safety checker"))
+        processor_dir = _require_toy(TOY_SD_DIR / "feature_extractor", tr("the toy feature extractor"))
+        device = resolve_device(name, device)
         with _quiet_loading():
             checker = StableDiffusionSafetyChecker.from_pretrained(
                 checker_dir, dtype=dtype, use_safetensors=True, local_files_only=True
             )
             processor = CLIPImageProcessor.from_pretrained(processor_dir, local_files_only=True)
     else:
-        device = _sd15_device(device)
+        device = resolve_device(name, device)
         checker = _from_hub(StableDiffusionSafetyChecker, SD15_SAFETY_CHECKER_REPO, dtype=dtype, use_safetensors=True)
         processor = _from_hub(CLIPImageProcessor, SD15_SAFETY_CHECKER_REPO)
     return _place_on(checker, device).eval(), processor
@@ -506,7 +626,7 @@ def load_safety_checker(
 # Preflight: the report at the top of every notebook
 # --------------------------------------------------------------------------
 
-_WHERE = {"colab": "Google Colab", "kaggle": "Kaggle", "local": "this computer (not Colab or Kaggle)"}
+_WHERE = {"colab": "Google Colab", "kaggle": "Kaggle"}  # and "local": this computer, said in the learner's language
 
 
 def _version(package: str) -> str:
@@ -535,6 +655,10 @@ class Preflight:
     auto_profile: str
     auto_reason: str
     memory_plan: gpu.MemoryPlan
+    device_reason: str = ""
+    """Why `device` is not the one found here: `COURSE_DEVICE` forced it, or its value is wrong (`"ERROR: ..."`)."""
+    device_forced: bool = False
+    """True when `COURSE_DEVICE` chose `device`."""
 
 
 def preflight(verbose: bool = True) -> Preflight:
@@ -569,16 +693,24 @@ def preflight(verbose: bool = True) -> Preflight:
     'toy'
     ```
     """
-    device = gpu.pick_device()
+    found = gpu.pick_device()
     gpu_name = total_gib = free_gib = None
-    if device == "cuda":
+    if found == "cuda":
         gpu_name = torch.cuda.get_device_name(0)
         total, free = gpu.gpu_memory("cuda")
         total_gib, free_gib = total / gpu.GIB, free / gpu.GIB
-    elif device == "mps":
+    elif found == "mps":
         gpu_name = "Apple GPU (MPS)"
+    try:
+        forced = forced_device()
+    except (ValueError, ProfileUnavailableError) as err:  # a bad COURSE_DEVICE: report it, as for the profile
+        forced, device_reason = None, f"ERROR: {err}"
+    else:
+        device_reason = f"forced by {DEVICE_ENV_VAR}={forced}" if forced else ""
+    device = forced or found
+    on_cuda = torch.device(device).type == "cuda"
 
-    has_cuda = device == "cuda"
+    has_cuda = found == "cuda"
     auto_profile, auto_reason = choose_auto_profile(has_cuda, hub_ok=has_cuda and hub_reachable())
     try:
         profile, profile_reason = resolve_profile()
@@ -599,7 +731,9 @@ def preflight(verbose: bool = True) -> Preflight:
         profile_reason=profile_reason,
         auto_profile=auto_profile,
         auto_reason=auto_reason,
-        memory_plan=gpu.plan_memory(total_gib, profile if profile in PROFILES else auto_profile),
+        memory_plan=gpu.plan_memory(total_gib if on_cuda else None, profile if profile in PROFILES else auto_profile),
+        device_reason=device_reason,
+        device_forced=bool(forced),
     )
     if verbose:
         print(format_preflight(report))
@@ -608,31 +742,39 @@ def preflight(verbose: bool = True) -> Preflight:
 
 def format_preflight(report: Preflight) -> str:
     """The text `preflight` prints for `report`."""
-    if report.device == "cuda":
-        gpu = f"{report.gpu_name}, {report.gpu_total_gib:.1f} GiB total, {report.gpu_free_gib:.1f} GiB free"
-    elif report.device == "mps":
-        gpu = f"{report.gpu_name} (the toy profile can use it; sd15 needs a CUDA GPU)"
+    if report.gpu_total_gib is not None:
+        gpu = tr("{name}, {total:.1f} GiB total, {free:.1f} GiB free",
+                 name=report.gpu_name, total=report.gpu_total_gib, free=report.gpu_free_gib)
+    elif report.gpu_name is not None:
+        gpu = tr("{name} (the toy profile can use it; sd15 needs a CUDA GPU)", name=report.gpu_name)
     elif report.profile == "toy":
-        gpu = "none: there is no GPU here, so the toy profile will be used (a tiny model, on the CPU, offline)"
+        gpu = tr("none: there is no GPU here, so the toy profile will be used (a tiny model, on the CPU, offline)")
     else:
-        gpu = "none: there is no GPU here"
+        gpu = tr("none: there is no GPU here")
     lines = [
-        f"Where:         {_WHERE.get(report.where, report.where)}",
+        pad(tr("Where:"), 15) + (tr("this computer (not Colab or Kaggle)") if report.where == "local"
+                                 else _WHERE.get(report.where, report.where)),
         f"Python:        {report.python}",
         f"torch:         {report.torch}",
         f"diffusers:     {report.diffusers}",
         f"transformers:  {report.transformers}",
-        f"Device:        {report.device}",
+        f"{pad(tr('Device:'), 15)}{report.device}" + (f" ({report.device_reason})" if report.device_reason else ""),
         f"GPU:           {gpu}",
         f"dtype:         {report.dtype}",
-        (f"Profile:       {report.profile} ({report.profile_reason})" if report.profile != "invalid"
-         else f"Profile:       {report.profile_reason}"),
-        f"auto picks:    {report.auto_profile} ({report.auto_reason})",
-        f"Memory plan:   {', '.join(report.memory_plan.switches()) or 'no switches'} ({report.memory_plan.reason})",
+        pad(tr("Profile:"), 15) + (f"{report.profile} ({report.profile_reason})" if report.profile != "invalid"
+                                   else report.profile_reason),
+        f"{pad(tr('auto picks:'), 15)}{report.auto_profile} ({report.auto_reason})",
+        f"{pad(tr('Memory plan:'), 15)}{', '.join(report.memory_plan.switches()) or tr('no switches')} "
+        f"({report.memory_plan.reason})",
     ]
-    if report.profile == "sd15" and report.device != "cuda":
-        lines.append(
-            "Warning:       the sd15 profile needs a CUDA GPU and there is none: loading it will fail. "
-            "Use the toy profile (COURSE_PROFILE=toy), or in Colab switch the runtime to a GPU."
-        )
+    if report.profile == "sd15" and report.device == "cpu" and report.device_forced:
+        lines.append(pad(tr("Warning:"), 15) + tr("sd15 on the CPU ({var}=cpu) runs, but takes minutes per image.",
+                                                  var=DEVICE_ENV_VAR))
+    elif report.profile == "sd15" and not report.device.startswith("cuda"):
+        lines.append(pad(tr("Warning:"), 15) + tr(
+            "the sd15 profile needs a CUDA GPU and there is none: loading it will fail. "
+            "Use the toy profile (COURSE_PROFILE=toy), or in Colab switch the runtime to a GPU "
+            "(or set {var}=cpu to run it slowly on the CPU).",
+            var=DEVICE_ENV_VAR,
+        ))
     return "\n".join(lines)

@@ -470,7 +470,7 @@ def safety_widget(images, scores: CheckerScores, concept_thresholds, special_car
     An interactive gallery: two sliders (the starting adjustment, and a shift that lowers every
     concept threshold) and the images the checker blocks at that setting.
 
-    Uses only the part of the ipywidgets API common to versions 7 and 8 (`FloatSlider`, `Output`,
+    Uses only the part of the ipywidgets API common to versions 7 and 8 (`FloatSlider`, `Image`,
     `VBox`, `observe`), so it works in Colab. Outside a live kernel nothing is drawn: show
     `gallery_figure` for a static view.
 
@@ -482,34 +482,32 @@ def safety_widget(images, scores: CheckerScores, concept_thresholds, special_car
         **figure_kwargs: passed to `gallery_figure`.
 
     Returns:
-        `ipywidgets.VBox`: its `children` are the two sliders and the output area.
+        `ipywidgets.VBox`: its `children` are the two sliders and the image of the gallery.
     """
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from .display import figure_png
+
+    picture = widgets.Image(format="png")
 
     def show(blocked, summary):
-        fig = gallery_figure(images, blocked, labels=labels, truth=truth, **figure_kwargs)
-        display(fig)
-        plt.close(fig)
+        picture.value = figure_png(gallery_figure(images, blocked, labels=labels, truth=truth, **figure_kwargs))
 
     render = render or show
-    style = {"description_width": "initial"}
-    adjustment = widgets.FloatSlider(value=0.0, min=-0.1, max=0.1, step=0.005, readout_format=".3f",
+    style, layout = {"description_width": "initial"}, {"width": "36em"}  # room for the long label
+    adjustment = widgets.FloatSlider(value=0.0, min=-0.1, max=0.1, step=0.005, readout_format=".3f", layout=layout,
                                      description="adjustment", continuous_update=False, style=style)
-    shift = widgets.FloatSlider(value=0.0, min=-0.2, max=0.2, step=0.005, readout_format=".3f",
+    shift = widgets.FloatSlider(value=0.0, min=-0.2, max=0.2, step=0.005, readout_format=".3f", layout=layout,
                                 description="lower every threshold by", continuous_update=False, style=style)
-    out = widgets.Output()
 
     def update(_change=None):
         blocked = decisions(scores, concept_thresholds, special_care_thresholds, adjustment.value, shift.value)
-        with out:
-            out.clear_output(wait=True)
-            render(blocked, describe(blocked, truth))
+        render(blocked, describe(blocked, truth))
 
     adjustment.observe(update, names="value")
     shift.observe(update, names="value")
     update()
-    return widgets.VBox([adjustment, shift, out])
+    return widgets.VBox([adjustment, shift, picture])
 
 
 # --------------------------------------------------------------------------

@@ -326,7 +326,7 @@ def generate(pipe, prompt, *, preset: str | None = "MEDIUM", num_inference_steps
     use_sld = config is not None and config["sld_guidance_scale"] > 1
     if use_sld and safety_concept is None:
         safety_concept = safety_concept_for(profile_of(pipe))
-    if isinstance(negative_prompt, str) and not isinstance(prompt, str):
+    if isinstance(negative_prompt, str):
         negative_prompt = [negative_prompt] * len(prompts)  # one negative prompt for every prompt
     device = pipe._execution_device
     batch = len(prompts) * num_images_per_prompt

@@ -7,10 +7,12 @@ One submodule per notebook: `start` (`notebooks/00_start_here.ipynb`), `toy_worl
   (`...`, Python's Ellipsis), so running every cell of an untouched notebook never crashes;
 - judges the learner's answer by what it does, never by comparing to one seed's output;
 - says what is wrong without giving the answer away;
-- returns `True` when right and `False` otherwise, and prints its verdict.
+- prints its verdict and returns a `Verdict`: true when right, false otherwise.
 """
 
 from __future__ import annotations
+
+from ..i18n import tr
 
 PLACEHOLDER = ...
 """What an exercise cell holds until the learner answers: `answer = ...`."""
@@ -21,19 +23,36 @@ def is_placeholder(value) -> bool:
     return value is PLACEHOLDER
 
 
-def not_yet(hint: str) -> bool:
-    """Print "Not yet solved" with a hint; return False."""
-    print(f"Not yet solved: {hint}")
-    return False
+class Verdict:
+    """A check's result: true when right (`assert check(answer)` in tests). A notebook shows
+    nothing for it, since the check has printed its verdict already."""
+
+    def __init__(self, right: bool):
+        self.right = right
+
+    def __bool__(self):
+        return self.right
+
+    def __repr__(self):
+        return f"Verdict({self.right})"
+
+    def _ipython_display_(self):
+        """Display nothing: the printed verdict is the output."""
 
 
-def wrong(message: str) -> bool:
-    """Print what is wrong (never the answer); return False."""
-    print(f"Not quite: {message}")
-    return False
+def not_yet(hint: str) -> Verdict:
+    """Print "Not yet solved" with a hint; return a false verdict."""
+    print(tr("Not yet solved: {hint}", hint=hint))
+    return Verdict(False)
 
 
-def right(message: str = "") -> bool:
-    """Print the verdict for a right answer; return True."""
-    print("Correct!" + (f" {message}" if message else ""))
-    return True
+def wrong(message: str) -> Verdict:
+    """Print what is wrong (never the answer); return a false verdict."""
+    print(tr("Not quite: {message}", message=message))
+    return Verdict(False)
+
+
+def right(message: str = "") -> Verdict:
+    """Print the verdict for a right answer; return a true verdict."""
+    print(tr("Correct!") + (f" {message}" if message else ""))
+    return Verdict(True)

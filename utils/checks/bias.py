@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import bias
-from . import is_placeholder, not_yet, right, wrong
+from . import Verdict, is_placeholder, not_yet, right, wrong
 
 
 def _call(function, *args):
@@ -31,7 +31,7 @@ def _is_unsolved(function, *args) -> bool:
     return not callable(function) or is_placeholder(_call(function, *args)[0])
 
 
-def check_normalized_entropy(my_normalized_entropy) -> bool:
+def check_normalized_entropy(my_normalized_entropy) -> Verdict:
     """Exercise 1: H(p) / log K, for counts or probabilities, with 0 log 0 = 0."""
     if _is_unsolved(my_normalized_entropy, [1.0, 1.0]):
         return not_yet("make my_normalized_entropy(p) return H(p) / log K, computed with numpy.")
@@ -68,7 +68,7 @@ def _width(n: int) -> float:
     return high - low
 
 
-def check_n_needed(n_needed) -> bool:
+def check_n_needed(n_needed) -> Verdict:
     """Exercise 2: the smallest even n whose 95% Wilson interval at a 50% share is <= 0.10 wide."""
     if is_placeholder(n_needed):
         return not_yet("set n_needed to a whole number of images.")
@@ -83,7 +83,7 @@ def check_n_needed(n_needed) -> bool:
     return right(f"With {n_needed} images a 50% share is known to within about ±5 points.")
 
 
-def check_amplification_factor(amplification_factor) -> bool:
+def check_amplification_factor(amplification_factor) -> Verdict:
     """Exercise 3: share of `category` among the non-None labels, divided by the training share."""
     if _is_unsolved(amplification_factor, ["red", "blue"], "red", 0.5):
         return not_yet("make amplification_factor return (share of category among the labels) / training_share.")
@@ -116,7 +116,7 @@ def check_amplification_factor(amplification_factor) -> bool:
     return right("A factor above 1 amplifies the data's bias; report it with its interval (bias.amplification).")
 
 
-def check_per_class_recall(per_class_recall) -> bool:
+def check_per_class_recall(per_class_recall) -> Verdict:
     """Exercise 4: for each true class (row), the share of its images predicted right."""
     if _is_unsolved(per_class_recall, np.eye(2, dtype=int)):
         return not_yet("make per_class_recall(matrix) return, per row, the diagonal count over the row total.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import is_placeholder, not_yet, right, wrong
+from . import Verdict, is_placeholder, not_yet, right, wrong
 from .. import inference
 
 
@@ -18,7 +18,7 @@ def _close(a, b) -> bool:
     return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4)
 
 
-def check_guidance(guidance_fn) -> bool:
+def check_guidance(guidance_fn) -> Verdict:
     r"""
     Exercise: write classifier-free guidance, `guidance_fn(noise_pred_uncond, noise_pred_text, guidance_scale)`.
 
@@ -70,7 +70,7 @@ _CHOICES = {"unconditional": "unconditional", "uncond": "unconditional", "noise_
             "text": "text", "prompt": "text", "noise_pred_text": "text", "neither": "neither"}
 
 
-def check_guidance_one(prediction) -> bool:
+def check_guidance_one(prediction) -> Verdict:
     r"""
     Exercise: predict which prediction guidance at `guidance_scale=1.0` returns:
     `"unconditional"`, `"text"` or `"neither"`. The answer is recomputed here with
@@ -91,7 +91,7 @@ def check_guidance_one(prediction) -> bool:
     return wrong("put guidance_scale = 1 into the formula and simplify it.")
 
 
-def check_latent_shape(answer, pipe, batch_size: int = 4, height: int = 48, width: int = 64) -> bool:
+def check_latent_shape(answer, pipe, batch_size: int = 4, height: int = 48, width: int = 64) -> Verdict:
     r"""
     Exercise: predict the shape of the starting latents for `batch_size` images of
     `height` x `width` pixels on `pipe`. The right shape is computed from the pipeline's config.
@@ -121,7 +121,7 @@ def check_latent_shape(answer, pipe, batch_size: int = 4, height: int = 48, widt
                  "read it from pipe.vae_scale_factor, not from Stable Diffusion's paper.")
 
 
-def check_same_generator(prediction, pipe) -> bool:
+def check_same_generator(prediction, pipe) -> Verdict:
     r"""
     Exercise: predict whether two calls of `pipe` that share one generator object, seeded once,
     give the same images (`True` or `False`). The check runs the two calls to find out.
@@ -158,7 +158,7 @@ def _euler_ancestral_loop(pipe, step_fn, prompt, steps, seed):
     return inference.decode_latents(pipe, latents).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def check_ancestral_step(step_fn, pipe, prompt: str = "a red circle", steps: int = 4, seed: int = 0) -> bool:
+def check_ancestral_step(step_fn, pipe, prompt: str = "a red circle", steps: int = 4, seed: int = 0) -> Verdict:
     r"""
     Exercise: write the scheduler step, `step_fn(scheduler, noise_pred, t, latents, generator)`,
     so that the hand loop with `EulerAncestralDiscreteScheduler` gives exactly the images of `pipe(...)`.

@@ -12,7 +12,7 @@ import math
 import torch
 
 from .. import safety, toyworld
-from . import is_placeholder, not_yet, right, wrong
+from . import Verdict, is_placeholder, not_yet, right, wrong
 
 # ---------------------------------------------------------------- exercise 1: a score by hand
 
@@ -24,7 +24,7 @@ def _as_float(value):
         return None
 
 
-def check_concept_score(concept_score) -> bool:
+def check_concept_score(concept_score) -> Verdict:
     r"""
     Exercise 1: `concept_score(image_embed, concept_embed, threshold, adjustment=0.0)` must return
     the checker's score for one image and one concept, `round(cos - threshold + adjustment, 3)`.
@@ -100,7 +100,7 @@ def _case_decisions():
     return flagged
 
 
-def check_predictions(predictions) -> bool:
+def check_predictions(predictions) -> Verdict:
     r"""
     Exercise 2: `predictions` is a list of 4 booleans, True where the checker flags the image of
     `PREDICTION_CASES`. The expected verdicts are recomputed with the checker's rule.
@@ -126,7 +126,7 @@ def _shows_restricted(image) -> bool:
     return bool(toyworld.decode(image)["restricted"])
 
 
-def check_dilution(answer, checker, feature_extractor) -> bool:
+def check_dilution(answer, checker, feature_extractor) -> Verdict:
     r"""
     Exercise 3: `answer` is a `toyworld.Attributes` whose image shows at least one restricted glyph
     (according to the decoder) and which the toy checker does not flag.
@@ -154,7 +154,7 @@ def _flagged(cosines, threshold) -> int:
     return int((scores > 0).sum())
 
 
-def check_threshold(threshold, benign_cos, budget) -> bool:
+def check_threshold(threshold, benign_cos, budget) -> Verdict:
     r"""
     Exercise 4: `threshold` must flag at most `budget` (a share) of the benign images whose cosines
     with the concept are `benign_cos` (flagged when `round(cos - threshold, 3) > 0`), and be the

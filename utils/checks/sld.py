@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .. import sld
-from . import is_placeholder, not_yet, right, wrong
+from . import Verdict, is_placeholder, not_yet, right, wrong
 
 _CASES = [  # hyperparameter sets the learner's guidance is tried on, each at several steps
     dict(sld.PRESETS["MEDIUM"]),
@@ -69,7 +69,7 @@ _MISTAKES = {
 }
 
 
-def check_safety_guidance(fn) -> bool:
+def check_safety_guidance(fn) -> Verdict:
     """Exercise 1: implement `safety_guidance(uncond, text, safety, momentum, step, **hyperparameters)`
     -> (guidance to subtract, new momentum); judged on fresh random tensors over several steps."""
     if is_placeholder(fn):
@@ -100,7 +100,7 @@ def check_safety_guidance(fn) -> bool:
     return right("this is SLD's safety guidance; utils.sld.generate uses the same function.")
 
 
-def check_warmup(warmup_at_20) -> bool:
+def check_warmup(warmup_at_20) -> Verdict:
     """Exercise 2: the `sld_warmup_steps` that gives MEDIUM, run with 20 steps, the same share of
     unguided steps as its published warm-up has at 50 steps."""
     if is_placeholder(warmup_at_20):
@@ -128,7 +128,7 @@ def _best_method(results: dict, budget: float):
     return min(allowed, key=lambda m: _key(allowed[m])) if allowed else None
 
 
-def check_preset_choice(choice, results: dict, budget: float) -> bool:
+def check_preset_choice(choice, results: dict, budget: float) -> Verdict:
     """Exercise 3: from the measured table `results` ({method: {"inappropriate": p,
     "fidelity_loss": l}}), the method that leaves the least restricted content while losing at
     most `budget` of benign prompt fidelity."""
@@ -145,7 +145,7 @@ def check_preset_choice(choice, results: dict, budget: float) -> bool:
     return wrong(f"{choice} fits the budget, but another method that fits it leaves less restricted content.")
 
 
-def check_expected_max(fn) -> bool:
+def check_expected_max(fn) -> Verdict:
     """Exercise 4: implement `expected_max(shares, k, n, seed)` -> (mean, std), I2P's expected
     maximum inappropriateness; judged on share lists whose answer is known."""
     if is_placeholder(fn):

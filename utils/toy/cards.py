@@ -84,8 +84,10 @@ def fields() -> dict:
                     f"prompt (gap {pct(unknown['gap'])}; bar {bar('unknown_words.gap')})"),
         "SLD_CONCEPT": sld["safety_concept"],
         "SLD_IMAGES": str(sld["images_per_prompt"]),
-        "SLD_TABLE": table(["method"] + [f"glyph shown: {c}" for c in categories] + ["benign fidelity"],
-                           [[m] + [pct(row[c]) for c in categories] + [pct(row["benign_fidelity"])]
+        "SLD_TABLE": table(["method"] + [f"glyph shown: {c}" for c in categories]
+                           + ["expected max. (25 prompts)", "benign fidelity"],
+                           [[m] + [pct(row[c]) for c in categories]
+                            + [f"{row['expected_max']:.2f} ± {row['expected_max_std']:.2f}", pct(row["benign_fidelity"])]
                             for m, row in sld["table"].items()]),
         "SLD_RESULT": (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images "
                        f"showing a glyph by {pct(sld['reduction']['MEDIUM'])} (bar {bar('sld.reduction.MEDIUM')}) "

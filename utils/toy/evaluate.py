@@ -18,7 +18,7 @@ import diffusers
 import numpy as np
 import torch
 
-from .. import models, toyworld
+from .. import models, sld, toyworld
 from . import bars, train
 
 GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
@@ -209,8 +209,8 @@ def sld_methods(calibrated: dict | None) -> dict:
 
 def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) -> dict:
     """SLD measured with diffusers' `StableDiffusionPipelineSafe` on `toyworld.TOY_I2P`: per
-    method, the share of images showing a glyph per category and overall, and the prompt
-    fidelity (colour and shape right) on the 20 benign "a <colour> <shape>" prompts.
+    method, the share of images showing a glyph per category and overall, I2P's expected maximum
+    inappropriateness over 25 prompts (mean and std), and the prompt fidelity (colour and shape right) on the 20 benign "a <colour> <shape>" prompts.
 
     `reduction` and `fidelity_drop` compare MEDIUM and STRONG with plain guidance, using the
     calibrated presets where they are given, else the published ones.
@@ -225,6 +225,8 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
         shown = glyph_shown(images)
         row = {cat: float(shown[[c == cat for _, c in jobs]].mean()) for cat in toyworld.TOY_I2P_CATEGORIES}
         row["all"] = float(shown.mean())
+        per_prompt_share = shown.reshape(len(toyworld.TOY_I2P), per_prompt).mean(axis=1)  # jobs are prompt-major
+        row["expected_max"], row["expected_max_std"] = sld.expected_max_inappropriateness(per_prompt_share)
         benign_images = generate_safe(safe, [toyworld.caption(color=c, shape=s) for c, s in benign],
                                        seed + 100000, kwargs)
         decoded = [toyworld.decode(im) for im in benign_images]
@@ -278,7 +280,6 @@ def main(argv=None):
     torch.manual_seed(0)
     started = time.time()
     pipe = models.load_pipeline("toy")
-    from .. import sld
 
     report = {"data": data_marginals(),
               "clip_zero_shot": clip_zero_shot(n=1000 // scale),
