@@ -11,11 +11,13 @@ stopped). Exits with 0 only if every check passed.
 """
 
 import atexit
+import contextlib
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import urllib.request
@@ -98,32 +100,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_jupyterlab(timeout: float = 45):
+@contextlib.contextmanager
+def jupyterlab(root_dir, *options, env=None):
+    """JupyterLab on a free 127.0.0.1 port serving `root_dir`, stopped on leaving the block.
+
+    Yields `(base_url, token, process, log)`; `log` is a file holding JupyterLab's messages
+    (a file, not a pipe, so a long session never blocks on a full pipe). `options` are more
+    command-line options. The browser test (`tests/test_browser.py`) starts its JupyterLab
+    with this too.
+    """
     port, token = free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"]
+               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+               *options]
     if hasattr(os, "getuid") and os.getuid() == 0:
         command.append("--allow-root")
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, cwd=root_dir)
+        try:
+            yield f"http://127.0.0.1:{port}", token, server, log
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def check_jupyterlab(timeout: float = 45):
     started = time.monotonic()
-    try:
+    with jupyterlab(ROOT) as (base, token, server, log):
         while time.monotonic() - started < timeout:
             if server.poll() is not None:
-                raise RuntimeError("JupyterLab stopped at once: " + server.stderr.read()[-400:].strip())
+                log.seek(0)
+                raise RuntimeError("JupyterLab stopped at once: " + log.read()[-400:].strip())
             try:
-                url = f"http://127.0.0.1:{port}/lab?token={token}"
-                with urllib.request.urlopen(url, timeout=2) as page:
+                with urllib.request.urlopen(f"{base}/lab?token={token}", timeout=2) as page:
                     if page.status == 200 and b"jupyter" in page.read().lower():
-                        return f"answered on 127.0.0.1:{port} after {time.monotonic() - started:.1f} s (then stopped)"
+                        return (f"answered on {base.removeprefix('http://')} after {time.monotonic() - started:.1f} s"
+                                " (then stopped)")
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError(f"JupyterLab did not answer within {timeout:.0f} s")
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 CHECKS = [

@@ -10,10 +10,7 @@ is missing the test skips and says which.
 """
 
 import os
-import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -23,6 +20,8 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import preclass_check  # noqa: E402  (starts JupyterLab here as it does for the pre-class check)
 
 NOTEBOOK_CELLS = [
     f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom utils import bias, toyworld",
@@ -52,28 +51,15 @@ def chromium() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def jupyterlab(tmp_path):
     """JupyterLab on a free loopback port, serving `tmp_path`; yields (base URL, token)."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK_CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, tmp_path / "explorer.ipynb")
-    port, token = free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
-               "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
-    if hasattr(os, "getuid") and os.getuid() == 0:
-        command.append("--allow-root")
     env = {**os.environ, "COURSE_PROFILE": "toy", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    options = ["--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
+    with preclass_check.jupyterlab(tmp_path, *options, env=env) as (base, token, server, _log):
         for _ in range(300):
             assert server.poll() is None, "JupyterLab stopped at once"
             try:
@@ -84,12 +70,6 @@ def jupyterlab(tmp_path):
         else:
             pytest.fail("JupyterLab did not answer within 60 s")
         yield base, token
-    finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture
