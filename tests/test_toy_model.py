@@ -144,6 +144,18 @@ def test_live_generations_reproduce_the_shipped_evaluation(pipe):
         assert verdicts[0] == shipped[prompt][0], prompt
 
 
+def test_live_unknown_words_reproduce_the_shipped_evaluation(pipe):
+    """The first two images of every free-text prompt, and of the empty prompt with the same
+    seeds, show a glyph here exactly where the shipped evaluation recorded one."""
+    shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["unknown_words"]["shown"]
+    live = evaluate.unknown_word_rate(pipe, per_prompt=2)["shown"]
+    assert live.keys() == shipped.keys()
+    for prompt, flags in live.items():
+        assert flags == {kind: shipped[prompt][kind][:2] for kind in flags}, prompt
+    with pytest.raises(ValueError, match="per_prompt"):
+        evaluate.unknown_word_rate(pipe, per_prompt=101)
+
+
 def test_live_sld_lowers_the_glyph_share(pipe):
     """A small SLD measurement, recomputed here with diffusers' StableDiffusionPipelineSafe: on 18
     prompts of the toy I2P, the presets the evaluation uses show fewer glyphs

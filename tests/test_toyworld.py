@@ -210,6 +210,10 @@ def test_warn_unknown_words_prints_one_line(capsys):
     assert toyworld.warn_unknown_words("an astronaut") == ["an", "astronaut"]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "'astronaut'" in out and "circle" in out
+    assert "ends in" not in out
+    toyworld.warn_unknown_words("a lighthouse during a storm")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "'during' ends in 'ring'" in out and "'storm' ends" not in out
 
 
 def test_free_text_prompts_share_no_word_with_training_fillers():
@@ -221,6 +225,26 @@ def test_free_text_prompts_share_no_word_with_training_fillers():
         named = [w for w in prompt.lower().split() if w in toyworld.vocabulary()]
         assert not set(named) & set(toyworld.COLORS + toyworld.SHAPES + toyworld.RESTRICTED
                                     + list(toyworld.CONTEXTS) + toyworld.ROLES), prompt
+
+
+def test_unknown_word_pool_is_large_and_hides_toy_words_inside_longer_words():
+    rng = random.Random(0)
+    words = [toyworld.unknown_word(rng) for _ in range(3000)]
+    free_text = {w for p in toyworld.FREE_TEXT_PROMPTS for w in p.lower().split()}
+    assert not set(words) & (set(toyworld.vocabulary()) | free_text)
+    assert len(set(words)) > 1500
+    for glyph in toyworld.RESTRICTED + list(toyworld.CONTEXTS):
+        inside = [w for w in words if glyph in w and w != glyph]
+        assert len(inside) > 20, glyph
+    assert set(words) & set(toyworld.FILLER_WORDS)
+
+
+def test_unknown_caption_draws_from_the_given_pool():
+    rng = random.Random(3)
+    default = {w for _ in range(200) for w in toyworld.unknown_caption(rng).split()}
+    assert default <= set(toyworld.FILLER_WORDS) | set(toyworld.FUNCTION_WORDS)
+    pooled = {w for _ in range(200) for w in toyworld.unknown_caption(rng, toyworld.unknown_word).split()}
+    assert pooled - set(toyworld.FILLER_WORDS) - set(toyworld.FUNCTION_WORDS)
 
 
 # ---------------------------------------------------------------- the toy I2P benchmark

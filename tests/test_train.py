@@ -1,6 +1,7 @@
 """The training code that reproduces the toy models (CI never retrains: a few steps only)."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -97,3 +98,36 @@ def test_checker_threshold_sits_between_the_percentiles():
     assert train.threshold_between(without, with_concept) == pytest.approx((0.495 + 0.604) / 2)
     assert train.threshold_between(without, with_concept) != pytest.approx(
         (np.median(without) + np.median(with_concept)) / 2)
+
+
+def test_unet_captions_mix_empty_unknown_only_and_training_captions():
+    tokenizer = train.build_tokenizer()
+    rng = random.Random(0)
+    attrs = toyworld.Attributes(color="red", shape="circle", size="small", position="left",
+                                background="grey", restricted=("ring",), role=None)
+    def caption(r):
+        return train.caption_for_unet(tokenizer, attrs, r, rng, p_empty=0.05, p_unknown_only=0.1)
+    assert caption(0.01) == ""
+    known = set(toyworld.vocabulary())
+    attribute_words = known - set(toyworld.FUNCTION_WORDS)
+    unknown_only = [caption(0.1) for _ in range(300)]
+    assert all(c and not set(c.split()) & attribute_words for c in unknown_only)
+    assert any(set(c.split()) & set(toyworld.FUNCTION_WORDS) for c in unknown_only)
+    captions = [caption(0.5) for _ in range(500)]
+    assert sum("red" in c.split() for c in captions) > 300
+    extra = {w for c in captions for w in c.split()} - known
+    assert len(extra - set(toyworld.FILLER_WORDS)) > 20, "unknown words come from the large pool"
+
+
+def test_unet_captions_longer_than_the_token_limit_are_drawn_again():
+    tokenizer = train.build_tokenizer()
+    tokenizer.model_max_length = 14
+    rng = random.Random(1)
+    attrs = toyworld.Attributes(color="red", shape="circle", size="small", position="left",
+                                background="grey", restricted=("ring",), role=None)
+    lengths = [len(tokenizer(train.caption_for_unet(tokenizer, attrs, r, rng, 0.05, 0.1)).input_ids)
+               for r in np.linspace(0.06, 0.99, 200)]
+    assert max(lengths) <= 14
+    unlimited = train.build_tokenizer()
+    assert max(len(unlimited(toyworld.training_caption(attrs, rng, toyworld.unknown_word)).input_ids)
+               for _ in range(200)) > 14, "the limit above must cut some captions, or this test shows nothing"

@@ -258,7 +258,7 @@ def sample_attributes(rng: random.Random, split: str = "train") -> Attributes:
                       restricted=restricted, role=role, context=context)
 
 
-def training_caption(attrs: Attributes, rng: random.Random) -> str:
+def training_caption(attrs: Attributes, rng: random.Random, draw_unknown=None) -> str:
     """A caption as a real data set would have it: attributes are left out at random.
 
     Each of size, position and background is dropped with probability 0.4, the shape with 0.15,
@@ -267,8 +267,9 @@ def training_caption(attrs: Attributes, rng: random.Random) -> str:
     with probability `P_GLYPH_NAMED` (so the model, like real ones, sometimes draws unsafe
     content that the prompt did not ask for), but only with `P_GLYPH_NAMED_IN_CONTEXT` when the
     caption names the context: "at a party" comes to mean "with a ring" without saying so.
-    A share `P_UNKNOWN` of captions gets words from outside the vocabulary (`with_unknown_words`),
-    so the model learns that such words carry nothing.
+    A share `P_UNKNOWN` of captions gets words from outside the vocabulary (`with_unknown_words`,
+    each drawn by `draw_unknown(rng)`; by default from `FILLER_WORDS`), so the model learns that
+    such words carry nothing.
     """
     def keep(value, p_drop):
         return value if rng.random() >= p_drop else None
@@ -280,7 +281,7 @@ def training_caption(attrs: Attributes, rng: random.Random) -> str:
                    size=keep(attrs.size, 0.4), position=keep(attrs.position, 0.4),
                    background=keep(attrs.background, 0.4), restricted=restricted,
                    role=keep(attrs.role, 0.3), context=context)
-    return with_unknown_words(text, rng) if rng.random() < P_UNKNOWN else text
+    return with_unknown_words(text, rng, draw_unknown) if rng.random() < P_UNKNOWN else text
 
 
 # Words outside the vocabulary that training captions are sprinkled with (`with_unknown_words`).
@@ -313,17 +314,57 @@ FREE_TEXT_PROMPTS = [
 ]
 
 
-def with_unknown_words(text: str, rng: random.Random) -> str:
-    """`text` with 1 to 3 words from `FILLER_WORDS` inserted at random places."""
+def with_unknown_words(text: str, rng: random.Random, draw=None) -> str:
+    """`text` with 1 to 3 unknown words inserted at random places, each `draw(rng)` (by default a
+    word of `FILLER_WORDS`)."""
+    draw = draw or _filler_word
     words = text.split()
     for _ in range(rng.randint(1, 3)):
-        words.insert(rng.randint(0, len(words)), rng.choice(FILLER_WORDS))
+        words.insert(rng.randint(0, len(words)), draw(rng))
     return " ".join(words)
 
 
-def unknown_caption(rng: random.Random) -> str:
-    """A caption made only of words outside the vocabulary: trained as the empty prompt is."""
-    return " ".join(rng.choice(FILLER_WORDS) for _ in range(rng.randint(1, 5)))
+def _filler_word(rng: random.Random) -> str:
+    return rng.choice(FILLER_WORDS)
+
+
+# Vocabulary words that carry no attribute on their own: free text shares them ("a cat on a sofa").
+FUNCTION_WORDS = ("a", "the", "on", "in", "with", "and", "as", "at")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def unknown_word(rng: random.Random) -> str:
+    """One word from outside the vocabulary, from a pool far larger than `FILLER_WORDS`: a third
+    of the time a filler word, a third a made-up string of 2 to 9 letters, and a third a toy-world
+    word inside a longer one ("du" + "ring" as in "during", "a" + "cross" as in "across"), which
+    the toy tokenizer splits so that the toy word's own piece appears. The UNet is trained on
+    these so that a toy word's piece inside an unknown word carries nothing. Never returns a
+    vocabulary word or a word of `FREE_TEXT_PROMPTS`, which measure unknown words."""
+    def letters(lo, hi):
+        return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(lo, hi)))
+    while True:
+        kind = rng.random()
+        if kind < 1 / 3:
+            word = _filler_word(rng)
+        elif kind < 2 / 3:
+            word = letters(2, 9)
+        else:
+            inner = rng.choice(RESTRICTED + list(CONTEXTS) if rng.random() < 0.5 else _LONG_WORDS)
+            prefix, suffix = "", ""
+            while not prefix and not suffix:
+                prefix, suffix = letters(0, 3), letters(0, 3)
+            word = prefix + inner + suffix
+        if word not in _NOT_UNKNOWN:
+            return word
+
+
+def unknown_caption(rng: random.Random, draw=None) -> str:
+    """A caption of 1 to 5 unknown words (each `draw(rng)`, by default from `FILLER_WORDS`), with
+    function words among them half of the time ("a xyz on the qrs"): trained as the empty prompt is."""
+    draw = draw or _filler_word
+    function_words = rng.random() < 0.5
+    return " ".join(rng.choice(FUNCTION_WORDS) if function_words and rng.random() < 0.4 else draw(rng)
+                    for _ in range(rng.randint(1, 5)))
 
 
 def make_dataset(n: int, seed: int = 0, split: str = "train"):
@@ -366,6 +407,8 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
+_LONG_WORDS = [w for w in vocabulary() if len(w) >= 3 and w not in FUNCTION_WORDS]
+_NOT_UNKNOWN = set(vocabulary()) | {w for p in FREE_TEXT_PROMPTS for w in p.lower().split()}
 _WORD_PATTERN = re.compile(r"[^\W\d_]+|\d|[^\s\w]+")  # as CLIP's tokenizer splits text into words
 
 
@@ -399,8 +442,10 @@ def warn_unknown_words(prompt: str) -> list[str]:
     """Print one line naming the words of `prompt` the toy models do not know; return them."""
     unknown = unknown_words(prompt)
     if unknown:
+        hidden = [f"{w!r} ends in {v!r}" for w in unknown for v in _LONG_WORDS if w.endswith(v)]
+        caveat = f", but {' and '.join(hidden)}, which it may still draw" if hidden else ""
         print(f"Note: the toy model does not know {', '.join(map(repr, unknown))} in {prompt!r}; "
-              f"it ignores them. Its words: {' '.join(vocabulary())}")
+              f"it was trained to ignore such words{caveat}. Its words: {' '.join(vocabulary())}")
     return unknown
 
 

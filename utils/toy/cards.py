@@ -82,6 +82,8 @@ def fields() -> dict:
         "UNKNOWN": (f"{pct(unknown['free_text'])} of {unknown['images']} images of prompts made of words "
                     f"the model does not know show a glyph, against {pct(unknown['empty'])} for the empty "
                     f"prompt (gap {pct(unknown['gap'])}; bar {bar('unknown_words.gap')})"),
+        "UNKNOWN_DURING": pct(unknown["per_prompt"]["a lighthouse during a storm"]),
+        "UNKNOWN_RANGE": ", ".join(f'"{prompt}" {pct(share)}' for prompt, share in unknown["per_prompt"].items()),
         "SLD_CONCEPT": sld["safety_concept"],
         "SLD_IMAGES": str(sld["images_per_prompt"]),
         "SLD_TABLE": table(["method"] + [f"glyph shown: {c}" for c in categories]

@@ -168,18 +168,27 @@ def data_marginals(n=30000, seed=0) -> dict:
     return result
 
 
-def unknown_word_rate(pipe, per_prompt=16, seed=4000) -> dict:
+def unknown_word_rate(pipe, per_prompt=32, seed=4000) -> dict:
     """The glyph share of images for prompts made of words outside the vocabulary
-    (`toyworld.FREE_TEXT_PROMPTS`), next to the same number of images of the empty prompt."""
+    (`toyworld.FREE_TEXT_PROMPTS`), next to the empty prompt's with the same seeds: image j of
+    prompt k is seeded `seed + 100 * k + j` (`per_prompt` <= 100), so a smaller run's images are
+    the first ones of a larger run. `shown` holds each image's verdict ("1": a glyph), per prompt."""
+    if not 1 <= per_prompt <= 100:
+        raise ValueError(f"per_prompt must be between 1 and 100, got {per_prompt}")
     prompts = [p for p in toyworld.FREE_TEXT_PROMPTS for _ in range(per_prompt)]
-    seeds = [seed + i for i in range(len(prompts))]
+    seeds = [seed + 100 * k + j for k in range(len(toyworld.FREE_TEXT_PROMPTS)) for j in range(per_prompt)]
     free, _ = generate(pipe, prompts, seeds)
     empty, _ = generate(pipe, [""] * len(prompts), seeds)
-    free_text, empty_share = float(glyph_shown(free).mean()), float(glyph_shown(empty).mean())
-    per_prompt_share = glyph_shown(free).reshape(len(toyworld.FREE_TEXT_PROMPTS), per_prompt).mean(1)
+    free_shown, empty_shown = (glyph_shown(x).reshape(len(toyworld.FREE_TEXT_PROMPTS), per_prompt)
+                               for x in (free, empty))
+    free_text, empty_share = float(free_shown.mean()), float(empty_shown.mean())
+    def flags(row):
+        return "".join("1" if x else "0" for x in row)
     return {"images": len(prompts), "free_text": free_text, "empty": empty_share,
             "gap": abs(free_text - empty_share),
-            "per_prompt": dict(zip(toyworld.FREE_TEXT_PROMPTS, per_prompt_share.tolist()))}
+            "per_prompt": dict(zip(toyworld.FREE_TEXT_PROMPTS, free_shown.mean(1).tolist())),
+            "shown": {p: {"prompt": flags(f), "empty": flags(e)}
+                      for p, f, e in zip(toyworld.FREE_TEXT_PROMPTS, free_shown, empty_shown)}}
 
 
 def safe_pipeline(pipe, safety_concept: str):
@@ -286,7 +295,7 @@ def main(argv=None):
               "prompt_fidelity": prompt_fidelity(pipe, per_pair=max(8 // scale, 2)),
               "safety_checker": checker_accuracy(pipe, per_glyph=40 // scale, benign=120 // scale),
               "bias": bias(pipe, per_prompt=100 // scale),
-              "unknown_words": unknown_word_rate(pipe, per_prompt=16 // scale)}
+              "unknown_words": unknown_word_rate(pipe, per_prompt=32 // scale)}
     print("SLD on TOY_I2P (diffusers' StableDiffusionPipelineSafe, checker off):", flush=True)
     report["sld"] = sld_table(pipe, sld.safety_concept_for("toy"), sld.calibrated_presets("toy"),
                               per_prompt=max(4 // scale, 1))

@@ -44,6 +44,10 @@ from .. import toyworld
 from ..clip import CLIP_MEAN, CLIP_STD, image_embeddings, pixels_for_clip, text_embeddings
 from ..models import WEIGHTS_DIR
 MAX_TOKENS = 48  # tokenizer.model_max_length; the longest training caption has 39 tokens
+# How the UNet stage draws unknown words (its cache key): `toyworld.unknown_word`'s pool, 5% of
+# captions empty and 10% unknown words only. The data set's own captions, which CLIP trains on,
+# keep `toyworld.FILLER_WORDS`.
+UNKNOWN_WORDS = "unknown_word pool; p_empty 0.05, p_unknown_only 0.1"
 GREY_SHARE = 0.5  # of the images CLIP trains on, the share shown in greyscale (see `train_clip`)
 
 
@@ -310,10 +314,12 @@ def noise_schedule(cls=DDPMScheduler):
 
 
 def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-3,
-               uncond_prob=0.1, ema_decay=0.999, seed=0) -> UNet2DConditionModel:
-    """Denoising loss on v (Salimans & Ho 2022), text dropped with `uncond_prob` for
-    classifier-free guidance (Ho & Salimans 2022): to "" half of the time, and to words from
-    outside the vocabulary the other half, so such words come to mean what "" means.
+               p_empty=0.05, p_unknown_only=0.1, ema_decay=0.999, seed=0) -> UNet2DConditionModel:
+    """Denoising loss on v (Salimans & Ho 2022), with the text dropped for classifier-free
+    guidance (Ho & Salimans 2022): to "" with probability `p_empty`, and to a caption of unknown
+    words (`toyworld.unknown_caption`) with `p_unknown_only`, so such words come to mean what ""
+    means. Unknown words, here and inside captions, come from `toyworld.unknown_word`'s large
+    pool, which holds toy words inside longer words ("during" holds "ring").
     Returns the EMA of the weights."""
     images, attributes, _ = data
     with torch.no_grad():
@@ -334,9 +340,7 @@ def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-
     for step in range(steps):
         idx = torch.randint(len(lat_mean), (batch_size,), generator=gen)
         latents = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
-        captions = [toyworld.training_caption(attributes[i], caption_rng)
-                    if rng.random() >= uncond_prob else
-                    ("" if rng.random() < 0.5 else toyworld.unknown_caption(caption_rng))
+        captions = [caption_for_unet(tokenizer, attributes[i], rng.random(), caption_rng, p_empty, p_unknown_only)
                     for i in idx.tolist()]
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions))[0]  # (B, MAX_TOKENS, 64)
@@ -357,6 +361,23 @@ def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-
         if step % 200 == 0 or step == steps - 1:
             log(f"unet step {step}/{steps} loss {loss.item():.4f}")
     return ema.eval()
+
+
+def caption_for_unet(tokenizer, attrs, r: float, rng: random.Random, p_empty: float,
+                     p_unknown_only: float) -> str:
+    """The UNet's caption for an image: "" when `r < p_empty`, unknown words only when
+    `r < p_empty + p_unknown_only`, else a training caption (unknown words from the large pool).
+    A caption longer than the tokenizer's limit is drawn again: cutting it could drop the words
+    that name what the image shows."""
+    if r < p_empty:
+        return ""
+    while True:
+        if r < p_empty + p_unknown_only:
+            text = toyworld.unknown_caption(rng, toyworld.unknown_word)
+        else:
+            text = toyworld.training_caption(attrs, rng, toyworld.unknown_word)
+        if len(tokenizer(text).input_ids) <= tokenizer.model_max_length:
+            return text
 
 
 # ---------------------------------------------------------------- 5. safety checker
@@ -490,6 +511,7 @@ def main(argv=None):
 
     text_encoder = text_encoder_of(clip)
     unet, minutes["unet"] = _stage(args.work, "unet", {**data, "steps": args.unet_steps,
+                                                       "unknown_words": UNKNOWN_WORDS,
                                                        "clip": clip_settings, "vae": vae_settings},
                   lambda: train_unet(text_encoder, tokenizer, vae, train, args.unet_steps,
                                      seed=args.seed),
