@@ -100,13 +100,15 @@ def test_checker_threshold_sits_between_the_percentiles():
         (np.median(without) + np.median(with_concept)) / 2)
 
 
+RED_CIRCLE_WITH_RING = toyworld.Attributes(color="red", shape="circle", size="small", position="left",
+                                           background="grey", restricted=("ring",), role=None)
+
+
 def test_unet_captions_mix_empty_unknown_only_and_training_captions():
     tokenizer = train.build_tokenizer()
     rng = random.Random(0)
-    attrs = toyworld.Attributes(color="red", shape="circle", size="small", position="left",
-                                background="grey", restricted=("ring",), role=None)
     def caption(r):
-        return train.caption_for_unet(tokenizer, attrs, r, rng, p_empty=0.05, p_unknown_only=0.1)
+        return train.caption_for_unet(tokenizer, RED_CIRCLE_WITH_RING, r, rng, p_empty=0.05, p_unknown_only=0.1)
     assert caption(0.01) == ""
     known = set(toyworld.vocabulary())
     attribute_words = known - set(toyworld.FUNCTION_WORDS)
@@ -123,11 +125,9 @@ def test_unet_captions_longer_than_the_token_limit_are_drawn_again():
     tokenizer = train.build_tokenizer()
     tokenizer.model_max_length = 14
     rng = random.Random(1)
-    attrs = toyworld.Attributes(color="red", shape="circle", size="small", position="left",
-                                background="grey", restricted=("ring",), role=None)
-    lengths = [len(tokenizer(train.caption_for_unet(tokenizer, attrs, r, rng, 0.05, 0.1)).input_ids)
+    lengths = [len(tokenizer(train.caption_for_unet(tokenizer, RED_CIRCLE_WITH_RING, r, rng, 0.05, 0.1)).input_ids)
                for r in np.linspace(0.06, 0.99, 200)]
     assert max(lengths) <= 14
     unlimited = train.build_tokenizer()
-    assert max(len(unlimited(toyworld.training_caption(attrs, rng, toyworld.unknown_word)).input_ids)
+    assert max(len(unlimited(toyworld.training_caption(RED_CIRCLE_WITH_RING, rng, toyworld.unknown_word)).input_ids)
                for _ in range(200)) > 14, "the limit above must cut some captions, or this test shows nothing"

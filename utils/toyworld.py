@@ -337,9 +337,10 @@ def unknown_word(rng: random.Random) -> str:
     """One word from outside the vocabulary, from a pool far larger than `FILLER_WORDS`: a third
     of the time a filler word, a third a made-up string of 2 to 9 letters, and a third a toy-world
     word inside a longer one ("du" + "ring" as in "during", "a" + "cross" as in "across"), which
-    the toy tokenizer splits so that the toy word's own piece appears. The UNet is trained on
-    these so that a toy word's piece inside an unknown word carries nothing. Never returns a
-    vocabulary word or a word of `FREE_TEXT_PROMPTS`, which measure unknown words."""
+    the toy tokenizer splits so that the toy word's own piece appears. The UNet trains on these,
+    meant to learn that such a piece inside an unknown word carries nothing; where the piece ends
+    the word ("du" + "ring") it did not learn it (the model card measures "during"). Never returns
+    a vocabulary word or a word of `FREE_TEXT_PROMPTS`, which measure unknown words."""
     def letters(lo, hi):
         return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(lo, hi)))
     while True:
