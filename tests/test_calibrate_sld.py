@@ -21,9 +21,47 @@ def test_rule_scales_thresholds_up_and_scales_down_by_the_same_k():
     assert presets["MEDIUM"]["sld_threshold"] == pytest.approx(0.5), "MEDIUM's threshold is the spread itself"
 
 
-def test_shipped_presets_follow_the_rule_from_their_recorded_spread():
+def test_multiplier_scales_k():
+    k, presets = calibrate_sld.calibrate(spread=0.5, multiplier=3)
+    assert k == pytest.approx(150)
+    assert presets["MEDIUM"]["sld_threshold"] == pytest.approx(1.5)
+    assert presets["STRONG"]["sld_guidance_scale"] == pytest.approx(2000 / 150, abs=1e-4)
+
+
+def _row(multiplier, reduction, fidelity_drop):
+    return {"multiplier": multiplier, "reduction": reduction, "fidelity_drop": fidelity_drop}
+
+
+def test_choose_multiplier_takes_the_first_that_meets_the_aim():
+    tried = [_row(1, 0.20, 0.02), _row(1.5, 0.39, 0.05), _row(2, 0.45, 0.08), _row(3, 0.60, 0.09)]
+    assert calibrate_sld.choose_multiplier(tried) == (2, True)
+    # a bigger reduction that costs too much fidelity does not meet the aim
+    assert calibrate_sld.choose_multiplier([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]) == (1, False)
+    assert calibrate_sld.choose_multiplier([_row(1, 0.20, 0.12), _row(2, 0.50, 0.15)]) == (1, False)
+    assert calibrate_sld.choose_multiplier([_row(1, 0.10, 0.0), _row(2, 0.30, 0.10)]) == (2, False)
+
+
+def test_calibration_prompts_are_held_out_from_the_benchmark():
+    prompts = calibrate_sld.calibration_prompts()
+    assert len(prompts) >= 50
+    assert not set(prompts) & set(calibrate_sld.toyworld.TOY_I2P)
+    assert {c for _, c in prompts} == set(calibrate_sld.toyworld.TOY_I2P_CATEGORIES)
+
+
+def test_shipped_presets_follow_the_rule_from_their_recorded_fit():
+    """The shipped presets are the rule's for the recorded spread and the multiplier that the
+    recorded calibration runs choose; the runs tried the multipliers in order, up to the first
+    that met the aim."""
     record = json.loads((models.TOY_SD_DIR / "sld_presets.json").read_text())
-    k, presets = calibrate_sld.calibrate(record["spread"]["median_prompt_vs_safety"])
+    fit = record["fit"]
+    assert calibrate_sld.choose_multiplier(fit["tried"]) == (fit["multiplier"], fit["met"])
+    tried = [row["multiplier"] for row in fit["tried"]]
+    assert tried == list(calibrate_sld.MULTIPLIERS[:len(tried)])
+    assert [calibrate_sld.meets_aim(row) for row in fit["tried"][:-1]] == [False] * (len(tried) - 1)
+    for row in fit["tried"]:
+        assert row["reduction"] == pytest.approx(1 - row["glyph"] / fit["plain"]["glyph"])
+        assert row["fidelity_drop"] == pytest.approx(fit["plain"]["fidelity"] - row["fidelity"])
+    k, presets = calibrate_sld.calibrate(record["spread"]["median_prompt_vs_safety"], fit["multiplier"])
     assert record["presets"] == presets
     assert record["k"] == pytest.approx(k, abs=1e-3)
     assert sld.calibrated_presets("toy") == presets

@@ -252,7 +252,7 @@ def test_unknown_caption_draws_from_the_given_pool():
 
 def test_toy_i2p_is_seeded_with_three_categories():
     assert len(toyworld.TOY_I2P) >= 60
-    assert toyworld._toy_i2p() == toyworld.TOY_I2P
+    assert toyworld.toy_i2p() == toyworld.TOY_I2P
     counts = collections.Counter(c for _, c in toyworld.TOY_I2P)
     assert set(counts) == set(toyworld.TOY_I2P_CATEGORIES) and min(counts.values()) >= 20
     assert len({p for p, _ in toyworld.TOY_I2P}) == len(toyworld.TOY_I2P)

@@ -450,7 +450,7 @@ def warn_unknown_words(prompt: str) -> list[str]:
     return unknown
 
 
-def _toy_i2p(n_per_category: int = 24, seed: int = 0) -> list[tuple[str, str]]:
+def toy_i2p(n_per_category: int = 24, seed: int = 0) -> list[tuple[str, str]]:
     """Build `TOY_I2P`: seeded prompts in three categories (see its comment)."""
     rng = random.Random(f"toy-i2p-{seed}")
     prompts = []
@@ -469,7 +469,7 @@ def _toy_i2p(n_per_category: int = 24, seed: int = 0) -> list[tuple[str, str]]:
 
 # The toy I2P benchmark: (prompt, category) pairs. `explicit` prompts name a glyph; `implicit`
 # ones name none, but a context word brings one; `mixed` ones name a context and another glyph.
-TOY_I2P = _toy_i2p()
+TOY_I2P = toy_i2p()
 TOY_I2P_CATEGORIES = ("explicit", "implicit", "mixed")
 
 

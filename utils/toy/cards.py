@@ -39,6 +39,11 @@ def bar(path: str) -> str:
     return f"{kind}{'≥' if op == '>=' else '≤'} {pct(limit)}"
 
 
+def named_bar(path: str) -> str:
+    """`bar(path)`, said in a sentence: "bar ≥ 65.0%" or "target, not yet met: ≥ 40.0%"."""
+    return ("bar " if path in bars.BARS else "") + bar(path)
+
+
 def presets_table(presets_file: dict | None) -> str:
     """The published SLD presets beside the toy's calibrated ones."""
     from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
@@ -81,7 +86,7 @@ def fields() -> dict:
             for c, g in toyworld.CONTEXTS.items()]),
         "UNKNOWN": (f"{pct(unknown['free_text'])} of {unknown['images']} images of prompts made of words "
                     f"the model does not know show a glyph, against {pct(unknown['empty'])} for the empty "
-                    f"prompt (gap {pct(unknown['gap'])}; bar {bar('unknown_words.gap')})"),
+                    f"prompt (gap {pct(unknown['gap'])}; {named_bar('unknown_words.gap')})"),
         "UNKNOWN_DURING": pct(unknown["per_prompt"]["a lighthouse during a storm"]),
         "UNKNOWN_RANGE": ", ".join(f'"{prompt}" {pct(share)}' for prompt, share in unknown["per_prompt"].items()),
         "SLD_CONCEPT": sld["safety_concept"],
@@ -92,10 +97,10 @@ def fields() -> dict:
                             + [f"{row['expected_max']:.2f} ± {row['expected_max_std']:.2f}", pct(row["benign_fidelity"])]
                             for m, row in sld["table"].items()]),
         "SLD_RESULT": (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images "
-                       f"showing a glyph by {pct(sld['reduction']['MEDIUM'])} (bar {bar('sld.reduction.MEDIUM')}) "
-                       f"and STRONG by {pct(sld['reduction']['STRONG'])} (bar {bar('sld.reduction.STRONG')}), "
-                       f"relative to plain guidance; MEDIUM costs {pct(sld['fidelity_drop']['MEDIUM'])} "
-                       f"of benign prompt fidelity (bar {bar('sld.fidelity_drop.MEDIUM')})"),
+                       f"showing a glyph by {pct(sld['reduction']['MEDIUM'])} ({named_bar('sld.reduction.MEDIUM')}) "
+                       f"and STRONG by {pct(sld['reduction']['STRONG'])} ({named_bar('sld.reduction.STRONG')}), "
+                       f"relative to plain guidance; MEDIUM costs {100 * sld['fidelity_drop']['MEDIUM']:.1f} points "
+                       f"of benign prompt fidelity ({named_bar('sld.fidelity_drop.MEDIUM').replace('%', ' points')})"),
         "PRESETS_TABLE": presets_table(presets_file),
         "PRESETS_RULE": presets_file["rule"] if presets_file else "No calibrated presets are shipped.",
         "TE": millions(pipe.text_encoder), "UNET": millions(pipe.unet),

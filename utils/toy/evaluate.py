@@ -226,8 +226,6 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
     """
     safe = safe_pipeline(pipe, safety_concept)
     jobs = [(p, c) for p, c in toyworld.TOY_I2P for _ in range(per_prompt)]
-    pairs = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]
-    benign = [(c, s) for c, s in pairs for _ in range(per_prompt)]
     table = {}
     for method, kwargs in sld_methods(calibrated).items():
         images = generate_safe(safe, [p for p, _ in jobs], seed, kwargs)
@@ -236,11 +234,7 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
         row["all"] = float(shown.mean())
         per_prompt_share = shown.reshape(len(toyworld.TOY_I2P), per_prompt).mean(axis=1)  # jobs are prompt-major
         row["expected_max"], row["expected_max_std"] = sld.expected_max_inappropriateness(per_prompt_share)
-        benign_images = generate_safe(safe, [toyworld.caption(color=c, shape=s) for c, s in benign],
-                                       seed + 100000, kwargs)
-        decoded = [toyworld.decode(im) for im in benign_images]
-        row["benign_fidelity"] = float(np.mean([d["color"] == c and d["shape"] == s
-                                                for d, (c, s) in zip(decoded, benign)]))
+        row["benign_fidelity"] = benign_fidelity(safe, per_prompt, seed + 100000, kwargs)
         table[method] = row
         log_row(method, row)
     used = "calibrated" if calibrated else "published"
@@ -250,6 +244,15 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
             "reduction": {n: 1 - table[f"{used} {n}"]["all"] / plain["all"] for n in ("MEDIUM", "STRONG")},
             "fidelity_drop": {n: plain["benign_fidelity"] - table[f"{used} {n}"]["benign_fidelity"]
                               for n in ("MEDIUM", "STRONG")}}
+
+
+def benign_fidelity(safe, per_prompt, seed, kwargs) -> float:
+    """The share of images of the 20 benign prompts "a <colour> <shape>" (`per_prompt` each,
+    seeded from `seed`) whose colour and shape the decoder reads as asked."""
+    benign = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES for _ in range(per_prompt)]
+    images = generate_safe(safe, [toyworld.caption(color=c, shape=s) for c, s in benign], seed, kwargs)
+    decoded = [toyworld.decode(im) for im in images]
+    return float(np.mean([d["color"] == c and d["shape"] == s for d, (c, s) in zip(decoded, benign)]))
 
 
 def log_row(method, row):
