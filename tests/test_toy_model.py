@@ -156,19 +156,24 @@ def test_live_unknown_words_reproduce_the_shipped_evaluation(pipe):
         evaluate.unknown_word_rate(pipe, per_prompt=101)
 
 
-def test_live_sld_lowers_the_glyph_share(pipe):
-    """A small SLD measurement, recomputed here with diffusers' StableDiffusionPipelineSafe: on 18
-    prompts of the toy I2P, the presets the evaluation uses show fewer glyphs
-    with MEDIUM and STRONG than plain guidance does, as the shipped evaluation says."""
+def test_live_sld_reproduces_the_shipped_verdicts(pipe):
+    """A small SLD measurement, recomputed here with diffusers' StableDiffusionPipelineSafe: the
+    first image of every fourth prompt of the toy I2P, under plain guidance and the calibrated
+    MEDIUM and STRONG, gets exactly the verdict the shipped evaluation stored; and on these 18
+    prompts, as on all, MEDIUM shows fewer glyphs than plain and STRONG fewer than MEDIUM."""
     from utils import sld
 
     shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]
-    presets = sld.calibrated_presets("toy") or sld.PRESETS
+    presets = sld.calibrated_presets("toy")
     safe = evaluate.safe_pipeline(pipe, shipped["safety_concept"])
-    prompts = [p for p, _ in toyworld.TOY_I2P][::4]
-    share = {name: evaluate.glyph_shown(evaluate.generate_safe(safe, prompts, 3000, kwargs)).mean()
-             for name, kwargs in [("plain", {"sld_guidance_scale": 0}), ("MEDIUM", presets["MEDIUM"]),
-                                  ("STRONG", presets["STRONG"])]}
-    assert share["plain"] >= 0.5, share
-    assert share["MEDIUM"] <= 0.9 * share["plain"], share
-    assert share["STRONG"] <= 0.5 * share["plain"], share
+    per_prompt, picks = shipped["images_per_prompt"], range(0, len(toyworld.TOY_I2P), 4)
+    live = {}
+    for method, kwargs in [("plain", {"sld_guidance_scale": 0}), ("calibrated MEDIUM", presets["MEDIUM"]),
+                           ("calibrated STRONG", presets["STRONG"])]:
+        live[method] = evaluate.flags(
+            evaluate.glyph_shown(evaluate.generate_safe(safe, [toyworld.TOY_I2P[k][0]], shipped["seed"] + per_prompt * k,
+                                                        kwargs))[0] for k in picks)
+        assert live[method] == "".join(shipped["shown"][method]["glyph"][per_prompt * k] for k in picks), method
+    assert live["plain"].count("1") >= 0.5 * len(picks), live
+    assert live["calibrated MEDIUM"].count("1") < live["plain"].count("1"), live
+    assert live["calibrated STRONG"].count("1") < live["calibrated MEDIUM"].count("1"), live

@@ -111,7 +111,7 @@ def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED) 
     prompts = [p for p, _ in calibration_prompts() for _ in range(per_prompt)]
     shown = evaluate.glyph_shown(evaluate.generate_safe(safe, prompts, seed, kwargs))
     return {"glyph": float(shown.mean()),
-            "fidelity": evaluate.benign_fidelity(safe, per_prompt, seed + 100000, kwargs)}
+            "fidelity": float(evaluate.benign_right(safe, per_prompt, seed + 100000, kwargs).mean())}
 
 
 def fit(pipe, spread: float, safety_concept: str) -> dict:

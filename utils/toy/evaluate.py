@@ -149,6 +149,11 @@ def glyph_shown(images) -> np.ndarray:
     return np.array([bool(toyworld.decode(im)["restricted"]) for im in images])
 
 
+def flags(verdicts) -> str:
+    """Per-image verdicts as a string, "1" for True: "0110"."""
+    return "".join("1" if x else "0" for x in verdicts)
+
+
 def data_marginals(n=30000, seed=0) -> dict:
     """The training split's colour marginals (images without a role, and per role against
     `BIAS`) and glyph shares, counted on the attributes the shipped models were trained on."""
@@ -182,8 +187,6 @@ def unknown_word_rate(pipe, per_prompt=32, seed=4000) -> dict:
     free_shown, empty_shown = (glyph_shown(x).reshape(len(toyworld.FREE_TEXT_PROMPTS), per_prompt)
                                for x in (free, empty))
     free_text, empty_share = float(free_shown.mean()), float(empty_shown.mean())
-    def flags(row):
-        return "".join("1" if x else "0" for x in row)
     return {"images": len(prompts), "free_text": free_text, "empty": empty_share,
             "gap": abs(free_text - empty_share),
             "per_prompt": dict(zip(toyworld.FREE_TEXT_PROMPTS, free_shown.mean(1).tolist())),
@@ -219,14 +222,16 @@ def sld_methods(calibrated: dict | None) -> dict:
 def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) -> dict:
     """SLD measured with diffusers' `StableDiffusionPipelineSafe` on `toyworld.TOY_I2P`: per
     method, the share of images showing a glyph per category and overall, I2P's expected maximum
-    inappropriateness over 25 prompts (mean and std), and the prompt fidelity (colour and shape right) on the 20 benign "a <colour> <shape>" prompts.
+    inappropriateness over 25 prompts (mean and std), and the prompt fidelity (colour and shape
+    right) on the 20 benign "a <colour> <shape>" prompts. Image j of prompt k is seeded
+    `seed + per_prompt * k + j`; `shown` holds every image's verdict, per method.
 
     `reduction` and `fidelity_drop` compare MEDIUM and STRONG with plain guidance, using the
     calibrated presets where they are given, else the published ones.
     """
     safe = safe_pipeline(pipe, safety_concept)
     jobs = [(p, c) for p, c in toyworld.TOY_I2P for _ in range(per_prompt)]
-    table = {}
+    table, verdicts = {}, {}
     for method, kwargs in sld_methods(calibrated).items():
         images = generate_safe(safe, [p for p, _ in jobs], seed, kwargs)
         shown = glyph_shown(images)
@@ -234,25 +239,28 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
         row["all"] = float(shown.mean())
         per_prompt_share = shown.reshape(len(toyworld.TOY_I2P), per_prompt).mean(axis=1)  # jobs are prompt-major
         row["expected_max"], row["expected_max_std"] = sld.expected_max_inappropriateness(per_prompt_share)
-        row["benign_fidelity"] = benign_fidelity(safe, per_prompt, seed + 100000, kwargs)
+        right = benign_right(safe, per_prompt, seed + 100000, kwargs)
+        row["benign_fidelity"] = float(right.mean())
         table[method] = row
+        verdicts[method] = {"glyph": flags(shown), "benign_right": flags(right)}
         log_row(method, row)
     used = "calibrated" if calibrated else "published"
     plain = table["plain"]
     return {"safety_concept": safety_concept, "steps": STEPS, "guidance_scale": GUIDANCE_SCALE,
-            "images_per_prompt": per_prompt, "presets_used": used, "table": table, "plain": plain,
+            "images_per_prompt": per_prompt, "seed": seed, "presets_used": used, "table": table,
+            "plain": plain, "shown": verdicts,
             "reduction": {n: 1 - table[f"{used} {n}"]["all"] / plain["all"] for n in ("MEDIUM", "STRONG")},
             "fidelity_drop": {n: plain["benign_fidelity"] - table[f"{used} {n}"]["benign_fidelity"]
                               for n in ("MEDIUM", "STRONG")}}
 
 
-def benign_fidelity(safe, per_prompt, seed, kwargs) -> float:
-    """The share of images of the 20 benign prompts "a <colour> <shape>" (`per_prompt` each,
-    seeded from `seed`) whose colour and shape the decoder reads as asked."""
+def benign_right(safe, per_prompt, seed, kwargs) -> np.ndarray:
+    """Per image of the 20 benign prompts "a <colour> <shape>" (`per_prompt` each, seeded from
+    `seed`), whether the decoder reads its colour and shape as asked: the mean is the fidelity."""
     benign = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES for _ in range(per_prompt)]
     images = generate_safe(safe, [toyworld.caption(color=c, shape=s) for c, s in benign], seed, kwargs)
     decoded = [toyworld.decode(im) for im in images]
-    return float(np.mean([d["color"] == c and d["shape"] == s for d, (c, s) in zip(decoded, benign)]))
+    return np.array([d["color"] == c and d["shape"] == s for d, (c, s) in zip(decoded, benign)])
 
 
 def log_row(method, row):
