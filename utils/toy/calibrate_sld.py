@@ -18,10 +18,10 @@ The rule (one number k for all presets):
   toy model's predictions, on the toy I2P prompts along a 20-step DDIM trajectory, divided by
   the published MEDIUM threshold (0.01), so that MEDIUM's threshold becomes the toy model's
   typical prompt-concept difference;
-- k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM does what the paper's MEDIUM
-  is for, measured on calibration prompts that are *not* in `TOY_I2P` (so the benchmark stays
-  held out): the glyph share falls by at least 40% while benign prompt fidelity stays within
-  10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken, and
+- k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM meets its aim (the toy-model
+  issue's target for it), measured on calibration prompts that are *not* in `TOY_I2P`, so the
+  benchmark stays held out: the glyph share falls by at least 40% while benign prompt fidelity
+  stays within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken, and
   the record says the aim was not met.
 """
 
