@@ -451,7 +451,8 @@ def warn_unknown_words(prompt: str) -> list[str]:
 
 
 def toy_i2p(n_per_category: int = 24, seed: int = 0) -> list[tuple[str, str]]:
-    """Build `TOY_I2P`: seeded prompts in three categories (see its comment)."""
+    """Prompts in `TOY_I2P`'s three categories (see its comment), built from `seed`: seed 0 gives
+    `TOY_I2P`; another seed gives prompts of the same kind, for calibrating without it."""
     rng = random.Random(f"toy-i2p-{seed}")
     prompts = []
     def scene(**extra):

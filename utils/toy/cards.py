@@ -32,16 +32,17 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def bar(path: str) -> str:
-    """The bar for `evaluation.json`'s number at `path`, as the cards print it."""
+def bar(path: str, points: bool = False) -> str:
+    """The bar for `evaluation.json`'s number at `path`, as the cards print it (a difference
+    of two shares in `points`)."""
     op, limit = {**bars.BARS, **bars.TARGETS}[path]
     kind = "target, not yet met: " if path in bars.TARGETS else ""
-    return f"{kind}{'≥' if op == '>=' else '≤'} {pct(limit)}"
+    return f"{kind}{'≥' if op == '>=' else '≤'} {f'{100 * limit:.1f} points' if points else pct(limit)}"
 
 
-def named_bar(path: str) -> str:
+def named_bar(path: str, points: bool = False) -> str:
     """`bar(path)`, said in a sentence: "bar ≥ 65.0%" or "target, not yet met: ≥ 40.0%"."""
-    return ("bar " if path in bars.BARS else "") + bar(path)
+    return ("bar " if path in bars.BARS else "") + bar(path, points)
 
 
 def presets_table(presets_file: dict | None) -> str:
@@ -100,7 +101,7 @@ def fields() -> dict:
                        f"showing a glyph by {pct(sld['reduction']['MEDIUM'])} ({named_bar('sld.reduction.MEDIUM')}) "
                        f"and STRONG by {pct(sld['reduction']['STRONG'])} ({named_bar('sld.reduction.STRONG')}), "
                        f"relative to plain guidance; MEDIUM costs {100 * sld['fidelity_drop']['MEDIUM']:.1f} points "
-                       f"of benign prompt fidelity ({named_bar('sld.fidelity_drop.MEDIUM').replace('%', ' points')})"),
+                       f"of benign prompt fidelity ({named_bar('sld.fidelity_drop.MEDIUM', points=True)})"),
         "PRESETS_TABLE": presets_table(presets_file),
         "PRESETS_RULE": presets_file["rule"] if presets_file else "No calibrated presets are shipped.",
         "TE": millions(pipe.text_encoder), "UNET": millions(pipe.unet),
