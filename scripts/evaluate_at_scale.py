@@ -454,8 +454,9 @@ def _r(x: float) -> float:
 
 
 def i2p_report(config: dict, rows: list[dict]) -> dict:
-    """Per method and category: the probability of inappropriate content with its 95% Wilson interval
-    (images as independent draws), and the expected maximum inappropriateness (mean, std)."""
+    """Per method and category: the probability of inappropriate content with two 95% intervals, the
+    Wilson interval (images as independent draws) and the bootstrap over prompts (the images of one
+    prompt are not independent), and the expected maximum inappropriateness (mean, std)."""
     from utils import bias, sld
 
     categories = []
@@ -473,13 +474,16 @@ def i2p_report(config: dict, rows: list[dict]) -> dict:
             flags = [f for r in chosen for f in r["inappropriate"]]
             k, n = sum(flags), len(flags)
             low, high = bias.wilson_interval(k, n)
+            p_low, p_high = bias.resampled_interval(lambda found, made: found.sum() / made.sum(),
+                                                    [sum(r["inappropriate"]) for r in chosen],
+                                                    [len(r["inappropriate"]) for r in chosen], seed=0)
             emi, emi_std = sld.expected_max_inappropriateness([sum(r["inappropriate"]) / len(r["inappropriate"])
                                                                for r in chosen], k=EMI_PROMPTS, n=EMI_DRAWS, seed=0)
             checker = [f for r in chosen for f in r["checker_flagged"]]
             table[method][category] = {
                 "prompts": len(chosen), "images": n, "inappropriate": k,
                 "probability": _r(sld.inappropriate_probability(flags)), "wilson_95": [_r(low), _r(high)],
-                "expected_max": _r(emi), "expected_max_std": _r(emi_std),
+                "prompts_95": [_r(p_low), _r(p_high)], "expected_max": _r(emi), "expected_max_std": _r(emi_std),
                 "checker_flagged": _r(sum(checker) / len(checker))}
     return {"categories": categories, "table": table}
 
@@ -538,13 +542,14 @@ def format_report(report: dict) -> str:
              + ("" if report["complete"] else " (INCOMPLETE: rerun the same command to finish)")]
     if "table" in report:
         lines.append(f"judge: {c['judge']}")
-        lines.append("probability of inappropriate content [95% Wilson]; expected max. inappropriateness "
+        lines.append("probability of inappropriate content [95% Wilson] [95% over prompts]; expected max. inappropriateness "
                      f"(mean ± std of {EMI_DRAWS} draws of {EMI_PROMPTS} prompts)")
         for method, row in report["table"].items():
             lines.append(f"  {method}")
             for category, v in row.items():
                 lines.append(f"    {category:20} {v['prompts']:5} prompts {v['images']:6} images  "
-                             f"{v['probability']:6.1%} [{v['wilson_95'][0]:.3f}, {v['wilson_95'][1]:.3f}]  "
+                             f"{v['probability']:6.1%} [{v['wilson_95'][0]:.3f}, {v['wilson_95'][1]:.3f}] "
+                             f"[{v['prompts_95'][0]:.3f}, {v['prompts_95'][1]:.3f}]  "
                              f"exp. max {v['expected_max']:.2f} ± {v['expected_max_std']:.2f}  "
                              f"checker {v['checker_flagged']:6.1%}")
     elif "prompts" in report:

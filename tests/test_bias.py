@@ -306,3 +306,37 @@ def test_check_per_class_recall(capsys):
         assert hint in capsys.readouterr().out
     assert not checks.check_per_class_recall(lambda m: ...)
     assert "Not yet solved" in capsys.readouterr().out
+
+
+def test_resampled_interval_resamples_units_paired():
+    # every prompt alike: nothing to resample, the interval is the value
+    assert bias.resampled_interval(np.mean, [0.25] * 9) == (pytest.approx(0.25), pytest.approx(0.25))
+    # half the prompts always bad, half never: the mean of 40 draws has sd 0.079, so the 95%
+    # interval is about 0.5 -+ 0.155, and it narrows as the prompts grow in number
+    low, high = bias.resampled_interval(np.mean, [0.0, 1.0] * 20)
+    assert low == pytest.approx(0.5 - 1.96 * 0.079, abs=0.03) and high == pytest.approx(0.5 + 1.96 * 0.079, abs=0.03)
+    narrow = bias.resampled_interval(np.mean, [0.0, 1.0] * 200)
+    assert narrow[1] - narrow[0] < (high - low) / 2.5
+    assert bias.resampled_interval(np.mean, [0.0, 1.0] * 20, level=0.5)[1] < high
+    # paired: each draw takes the same prompts from both sequences, so a method that halves
+    # every prompt's share has a reduction of exactly 0.5 in every draw
+    plain = [0.2, 0.4, 0.6, 0.8, 1.0]
+    halved = [p / 2 for p in plain]
+    reduction = bias.resampled_interval(lambda p, m: 1 - m.mean() / p.mean(), plain, halved)
+    assert reduction == (pytest.approx(0.5), pytest.approx(0.5))
+    assert bias.resampled_interval(np.mean, plain, seed=4) == bias.resampled_interval(np.mean, plain, seed=4)
+
+
+def test_resampled_interval_refuses_bad_input():
+    with pytest.raises(ValueError, match="at least one array"):
+        bias.resampled_interval(np.mean)
+    with pytest.raises(ValueError, match="one number of rows"):
+        bias.resampled_interval(lambda a, b: a.mean() - b.mean(), [0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="at least one"):
+        bias.resampled_interval(np.mean, [])
+    with pytest.raises(ValueError, match="level=95"):
+        bias.resampled_interval(np.mean, [0.1, 0.2], level=95)
+    with pytest.raises(ValueError, match="n_boot=0"):
+        bias.resampled_interval(np.mean, [0.1, 0.2], n_boot=0)
+    with pytest.raises(ValueError, match="not finite"):  # a resample of only the first prompt
+        bias.resampled_interval(lambda p, m: 1 - m.mean() / p.mean(), [0.0, 1.0], [0.0, 0.5])

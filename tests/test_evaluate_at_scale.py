@@ -107,6 +107,7 @@ def test_two_processes_give_the_report_of_one(reference, two_processes):
         cell = method["all"]
         assert cell["probability"] == pytest.approx(cell["inappropriate"] / cell["images"], abs=1e-4)
         assert cell["wilson_95"][0] <= cell["probability"] <= cell["wilson_95"][1]
+        assert cell["prompts_95"][0] <= cell["probability"] <= cell["prompts_95"][1]
         assert 0 <= cell["expected_max"] <= 1
     # the report does not depend on the order of the rows
     config = json.loads((out / "config.json").read_text())

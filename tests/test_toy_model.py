@@ -177,3 +177,40 @@ def test_live_sld_reproduces_the_shipped_verdicts(pipe):
     assert live["plain"].count("1") >= 0.5 * len(picks), live
     assert live["calibrated MEDIUM"].count("1") < live["plain"].count("1"), live
     assert live["calibrated STRONG"].count("1") < live["calibrated MEDIUM"].count("1"), live
+
+
+def test_sld_summary_counts_per_prompt_and_per_glyph():
+    """Synthetic verdicts: plain shows a glyph in every image; MEDIUM only in the images of the
+    prompts that ask for bars, and in the first image of each; benign fidelity 1 and 0.75."""
+    per = 4
+    asks_bars = ["bars" in toyworld.glyphs_asked(p) for p, _ in toyworld.TOY_I2P]
+    medium = "".join(("1111" if bars_ else "1000") for bars_ in asks_bars)
+    verdicts = {"plain": {"glyph": "1" * per * len(asks_bars), "benign_right": "1" * 80},
+                "calibrated MEDIUM": {"glyph": medium, "benign_right": "1110" * 20},
+                "calibrated STRONG": {"glyph": "0" * per * len(asks_bars), "benign_right": "1100" * 20}}
+    summary = evaluate.sld_summary(verdicts, per, "calibrated")
+    share = (np.mean(asks_bars) * 4 + (1 - np.mean(asks_bars))) / 4
+    assert summary["reduction"]["MEDIUM"] == pytest.approx(1 - share)
+    assert summary["fidelity_drop"] == {"MEDIUM": pytest.approx(0.25), "STRONG": pytest.approx(0.5)}
+    assert summary["intervals"]["fidelity_drop"]["MEDIUM"] == (pytest.approx(0.25), pytest.approx(0.25))
+    low, high = summary["intervals"]["reduction"]["MEDIUM"]
+    assert low < 1 - share < high
+    assert summary["intervals"]["reduction"]["STRONG"] == (1.0, 1.0)
+    per_glyph = summary["per_glyph"]["calibrated MEDIUM"]
+    assert per_glyph["explicit: bars"] == 1 and per_glyph["mixed: cross + bars"] == 1
+    assert per_glyph["explicit: ring"] == 0.25 and per_glyph["implicit: cross"] == 0.25
+
+
+def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
+    """evaluation.json's SLD intervals and per-glyph shares follow from its per-image verdicts."""
+    shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]
+    summary = evaluate.sld_summary(shipped["shown"], shipped["images_per_prompt"], shipped["presets_used"])
+    assert json.loads(json.dumps(summary)) == {key: shipped[key] for key in summary}
+    for name in ("MEDIUM", "STRONG"):  # each interval holds its estimate
+        low, high = shipped["intervals"]["reduction"][name]
+        assert low <= shipped["reduction"][name] <= high
+    # what bars.py and instructor.md (unit 04) say: the intervals cannot decide MEDIUM's targets
+    for path in bars.TARGETS:
+        _, measure, name = path.split(".")
+        low, high = shipped["intervals"][measure][name]
+        assert bars.meets(path, low) != bars.meets(path, high), f"{path}: update bars.py and instructor.md"

@@ -183,6 +183,18 @@ def test_context_words_bring_their_glyph_in_the_data():
         assert abs(share - toyworld.P_CONTEXT_GLYPH) <= 0.03, (context, share)
 
 
+def test_glyphs_asked_names_and_contexts():
+    assert toyworld.glyphs_asked("a red circle") == ()
+    assert toyworld.glyphs_asked("a red circle with a ring") == ("ring",)
+    assert toyworld.glyphs_asked("a red circle in jail") == ("bars",)
+    assert toyworld.glyphs_asked("A red circle at NIGHT with bars and a ring") == ("cross", "bars", "ring")
+    assert toyworld.glyphs_asked("during a storm") == ()  # "during" holds "ring" but is not the word
+    for prompt, category in toyworld.TOY_I2P:  # the benchmark's prompts ask for one glyph, mixed ones two
+        assert len(toyworld.glyphs_asked(prompt)) == (2 if category == "mixed" else 1), prompt
+    with pytest.raises(TypeError, match="one prompt string"):
+        toyworld.glyphs_asked(["a red circle"])
+
+
 # ---------------------------------------------------------------- unknown words
 
 

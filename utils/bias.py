@@ -5,7 +5,9 @@ Taught in `notebooks/05_bias_analysis.ipynb`. Three groups of tools:
 - **Metrics** of one distribution over K categories (DALL-Eval, Cho, Zala and Bansal, ICCV
   2023; Stable Bias, Luccioni et al., NeurIPS 2023): `normalized_entropy`, `kl_divergence`,
   `mad`. Each takes probabilities or counts (normalised for you) and returns a float.
-- **Uncertainty**: `bootstrap_interval` (resample the images), `wilson_interval` (a share out
+- **Uncertainty**: `resampled_interval` (the bootstrap of any statistic, resampling the units
+  that are independent: images, or prompts), `bootstrap_interval` (of category shares,
+  resampling the images), `wilson_interval` (a share out
   of n, also right at 0% and 100%, where the bootstrap collapses) and `amplification` (how
   much a model exaggerates a share of its training data, with an interval).
 - **Measurement**: `generate` (seeded images, batch-independent), `zero_shot_labels` (CLIP as
@@ -148,8 +150,60 @@ def shares(labels, categories) -> np.ndarray:
     return probabilities(counts(labels, categories))
 
 
+def resampled_interval(statistic, *paired, n_boot=2000, level=0.95, seed=0):
+    r"""Percentile bootstrap interval (Efron & Tibshirani 1993) of `statistic(*paired)`.
+
+    Each resample draws as many units as there are, with replacement, and takes the same units
+    from every array (the arrays are paired: row i of each belongs to unit i), then recomputes
+    the statistic. Resample what is independent: images of different prompts, but prompts,
+    not images, when each prompt has several images (they tend to agree, and resampling them
+    one by one makes the interval narrower than the evidence).
+
+    Args:
+        statistic (`callable`): takes one array per `paired` array and returns a number or an
+            array, e.g. `np.mean`, or `lambda plain, safe: 1 - safe.mean() / plain.mean()`.
+        *paired (array-likes): one or more, all with the same number of rows (units).
+        n_boot (`int`, defaults to 2000): resamples.
+        level (`float`, defaults to 0.95): coverage, between 0 and 1.
+        seed (`int`, defaults to 0): seeds a `numpy.random.Generator`.
+
+    Returns:
+        `(low, high)`: two floats, or two arrays when the statistic returns arrays.
+
+    Raises:
+        `ValueError`: no array, arrays with different numbers of rows or none, `level` outside
+            (0, 1), `n_boot` < 1, or a statistic that is not finite on some resample (a ratio
+            to a share that the resample makes 0).
+
+    Example:
+        >>> plain, medium = [1.0, 1.0, 0.75, 1.0], [0.5, 0.25, 0.75, 0.0]  # per prompt
+        >>> resampled_interval(lambda p, m: 1 - m.mean() / p.mean(), plain, medium)  # a reduction
+        (0.230..., 0.875)
+    """
+    arrays = [np.asarray(a, dtype=float) for a in paired]
+    if not arrays:
+        raise ValueError("give at least one array to resample")
+    if len({len(a) for a in arrays}) > 1 or len(arrays[0]) == 0:
+        raise ValueError(f"the arrays are paired by unit, so they need one number of rows, at least one "
+                         f"(got {[len(a) for a in arrays]})")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: give the coverage as a share between 0 and 1, e.g. 0.95")
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot}: the number of resamples must be at least 1")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(arrays[0]), size=(n_boot, len(arrays[0])))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a non-finite value is an error below
+        values = np.array([statistic(*(a[d] for a in arrays)) for d in draws], dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError("the statistic is not finite on some resample (e.g. a ratio to a share that the "
+                         "resample makes 0): use more units, or a difference instead of a ratio")
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return (float(low), float(high)) if values.ndim == 1 else (low, high)
+
+
 def bootstrap_interval(labels, categories, statistic=None, n_boot=2000, level=0.95, seed=0):
-    """Percentile bootstrap interval: resample the images with replacement, recompute.
+    """Percentile bootstrap interval of the category shares: resample the images with
+    replacement, recompute (`resampled_interval` over the images' one-hot rows).
 
     Args:
         labels (`list`): one label per image (`None` = no reading, left out).
@@ -171,12 +225,10 @@ def bootstrap_interval(labels, categories, statistic=None, n_boot=2000, level=0.
     index = np.array([categories.index(x) for x in labels if x is not None])
     if index.size == 0:
         raise ValueError("bootstrap_interval got no labels to resample")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, index.size, size=(n_boot, index.size))
-    resampled = np.stack([np.bincount(index[d], minlength=len(categories)) for d in draws]) / index.size
-    values = resampled if statistic is None else np.array([statistic(r) for r in resampled])
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return (low, high) if statistic is None else (float(low), float(high))
+    one_hot = np.eye(len(categories))[index]  # (images, K)
+    def share_statistic(rows):
+        return rows.mean(axis=0) if statistic is None else statistic(rows.mean(axis=0))
+    return resampled_interval(share_statistic, one_hot, n_boot=n_boot, level=level, seed=seed)
 
 
 def _z(level: float) -> float:

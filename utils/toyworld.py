@@ -474,6 +474,26 @@ TOY_I2P = toy_i2p()
 TOY_I2P_CATEGORIES = ("explicit", "implicit", "mixed")
 
 
+def glyphs_asked(prompt: str) -> tuple[str, ...]:
+    """The glyphs a prompt asks for: those it names, and those its context words bring (each in
+    `P_CONTEXT_GLYPH` of the training images with that context), in `RESTRICTED`'s order.
+
+    Example:
+        >>> glyphs_asked("a red circle at a party")
+        ('ring',)
+        >>> glyphs_asked("a blue square at night with bars")
+        ('cross', 'bars')
+
+    Raises:
+        `TypeError`: `prompt` is not a string.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"glyphs_asked takes one prompt string, got {type(prompt).__name__}")
+    words = set(_WORD_PATTERN.findall(prompt.lower()))
+    asked = {g for g in RESTRICTED if g in words} | {CONTEXTS[c] for c in CONTEXTS if c in words}
+    return tuple(g for g in RESTRICTED if g in asked)
+
+
 # ---------------------------------------------------------------- ground-truth decoder
 
 _PALETTE_NAMES = COLORS + BACKGROUNDS + ["ink"]

@@ -10,6 +10,7 @@ filled from `utils/weights/training.json`, `evaluation.json` and the models' siz
 card never states a number the files do not.
 """
 
+import collections
 import json
 from pathlib import Path
 
@@ -58,6 +59,53 @@ def presets_table(presets_file: dict | None) -> str:
     return table(["preset"] + [f"`{k}`" for k in keys], rows)
 
 
+def spoken(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def sld_result(sld: dict) -> str:
+    """The SLD targets and bars in words, each with its 95% interval over prompts, and which
+    of them the interval leaves undecided (it holds values on both sides of the limit)."""
+    said, undecided = {}, []
+    for measure, name, points in [("reduction", "MEDIUM", False), ("reduction", "STRONG", False),
+                                  ("fidelity_drop", "MEDIUM", True)]:
+        path = f"sld.{measure}.{name}"
+        value, (low, high) = sld[measure][name], sld["intervals"][measure][name]
+        unit = " points" if points else "%"
+        said[path] = (f"{100 * value:.1f}{unit} (95% interval {100 * low:.1f} to {100 * high:.1f}{unit}; "
+                      f"{named_bar(path, points)})")
+        if bars.meets(path, low) != bars.meets(path, high):
+            undecided.append(f"`{path}`")
+    text = (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images showing a glyph by "
+            f"{said['sld.reduction.MEDIUM']} and STRONG by {said['sld.reduction.STRONG']}, relative to plain "
+            f"guidance; MEDIUM costs {said['sld.fidelity_drop.MEDIUM']} of benign prompt fidelity. The intervals "
+            f"resample the {len(toyworld.TOY_I2P)} prompts (and the 20 benign ones), because the images of one "
+            f"prompt are not independent")
+    if undecided:
+        text += (f". The interval{'s' if len(undecided) > 1 else ''} of {spoken(undecided)} "
+                 f"hold{'' if len(undecided) > 1 else 's'} values on both sides of {'their limits' if len(undecided) > 1 else 'its limit'}: "
+                 f"on this many prompts, the measurement cannot tell on which side the model lies")
+    return text
+
+
+def sld_glyph_note(sld: dict) -> str:
+    """Which glyph MEDIUM leaves most often, on the explicit prompts, in words."""
+    row = sld["per_glyph"][f"{sld['presets_used']} MEDIUM"]
+    kept = sorted(((share, group.split(": ")[1]) for group, share in row.items() if group.startswith("explicit")),
+                  reverse=True)
+    return (f"Under {sld['presets_used']} MEDIUM, the explicit prompts still show a glyph in "
+            + spoken([f"{pct(share)} ({glyph})" for share, glyph in kept]) + " of their images")
+
+
+def sld_glyphs(sld: dict) -> str:
+    """The glyph share per method and per group of prompts (category and glyphs asked)."""
+    sizes = collections.Counter(f"{c}: {' + '.join(toyworld.glyphs_asked(p))}" for p, c in toyworld.TOY_I2P)
+    groups = list(sld["per_glyph"]["plain"])
+    return table(["method"] + [f"{g} ({sizes[g]})" for g in groups],
+                 [[m] + [pct(row[g]) for g in groups] for m, row in sld["per_glyph"].items()])
+
+
 def fields() -> dict:
     """Every `@NAME@` of the templates, with its value, from the shipped toy models."""
     training = json.loads((models.WEIGHTS_DIR / "training.json").read_text())
@@ -97,11 +145,9 @@ def fields() -> dict:
                            [[m] + [pct(row[c]) for c in categories]
                             + [f"{row['expected_max']:.2f} ± {row['expected_max_std']:.2f}", pct(row["benign_fidelity"])]
                             for m, row in sld["table"].items()]),
-        "SLD_RESULT": (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images "
-                       f"showing a glyph by {pct(sld['reduction']['MEDIUM'])} ({named_bar('sld.reduction.MEDIUM')}) "
-                       f"and STRONG by {pct(sld['reduction']['STRONG'])} ({named_bar('sld.reduction.STRONG')}), "
-                       f"relative to plain guidance; MEDIUM costs {100 * sld['fidelity_drop']['MEDIUM']:.1f} points "
-                       f"of benign prompt fidelity ({named_bar('sld.fidelity_drop.MEDIUM', points=True)})"),
+        "SLD_RESULT": sld_result(sld),
+        "SLD_GLYPHS": sld_glyphs(sld),
+        "SLD_GLYPH_NOTE": sld_glyph_note(sld),
         "PRESETS_TABLE": presets_table(presets_file),
         "PRESETS_RULE": presets_file["rule"] if presets_file else "No calibrated presets are shipped.",
         "TE": millions(pipe.text_encoder), "UNET": millions(pipe.unet),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import models, sld, toyworld
+from ..bias import resampled_interval
 from . import bars, train
 
 GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
@@ -245,13 +246,44 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
         verdicts[method] = {"glyph": flags(shown), "benign_right": flags(right)}
         log_row(method, row)
     used = "calibrated" if calibrated else "published"
-    plain = table["plain"]
+    summary = sld_summary(verdicts, per_prompt, used)
+    for name, (low, high) in summary["intervals"]["reduction"].items():
+        drop, (drop_low, drop_high) = summary["fidelity_drop"][name], summary["intervals"]["fidelity_drop"][name]
+        print(f"  {used} {name}: reduction {summary['reduction'][name]:.1%} (95% interval {low:.1%} to {high:.1%}),"
+              f" benign fidelity drop {100 * drop:.1f} points ({100 * drop_low:.1f} to {100 * drop_high:.1f})")
     return {"safety_concept": safety_concept, "steps": STEPS, "guidance_scale": GUIDANCE_SCALE,
             "images_per_prompt": per_prompt, "seed": seed, "presets_used": used, "table": table,
-            "plain": plain, "shown": verdicts,
-            "reduction": {n: 1 - table[f"{used} {n}"]["all"] / plain["all"] for n in ("MEDIUM", "STRONG")},
-            "fidelity_drop": {n: plain["benign_fidelity"] - table[f"{used} {n}"]["benign_fidelity"]
-                              for n in ("MEDIUM", "STRONG")}}
+            "plain": table["plain"], "shown": verdicts, **summary}
+
+
+def sld_summary(verdicts: dict, per_prompt: int, used: str) -> dict:
+    """From `sld_table`'s per-image verdicts: MEDIUM's and STRONG's `reduction` of the glyph share
+    and `fidelity_drop` against plain guidance (with the `used` presets), 95% bootstrap
+    `intervals` over prompts for them and for each method's overall share, and the glyph share
+    `per_glyph`: per method, per category and glyphs asked (`toyworld.glyphs_asked`)."""
+    def per_prompt_shares(flag_string):
+        return np.array([f == "1" for f in flag_string], dtype=float).reshape(-1, per_prompt).mean(axis=1)
+    glyph = {m: per_prompt_shares(v["glyph"]) for m, v in verdicts.items()}
+    right = {m: per_prompt_shares(v["benign_right"]) for m, v in verdicts.items()}
+    def reduction(plain, safe):
+        return 1 - safe.mean() / plain.mean()
+    def drop(plain, safe):
+        return plain.mean() - safe.mean()
+    names = ("MEDIUM", "STRONG")
+    groups = collections.defaultdict(list)
+    for k, (prompt, category) in enumerate(toyworld.TOY_I2P):
+        groups[f"{category}: {' + '.join(toyworld.glyphs_asked(prompt))}"].append(k)
+    return {
+        "reduction": {n: float(reduction(glyph["plain"], glyph[f"{used} {n}"])) for n in names},
+        "fidelity_drop": {n: float(drop(right["plain"], right[f"{used} {n}"])) for n in names},
+        "intervals": {
+            "level": 0.95,
+            "all": {m: resampled_interval(np.mean, shares) for m, shares in glyph.items()},
+            "reduction": {n: resampled_interval(reduction, glyph["plain"], glyph[f"{used} {n}"]) for n in names},
+            "fidelity_drop": {n: resampled_interval(drop, right["plain"], right[f"{used} {n}"]) for n in names}},
+        "per_glyph": {m: {group: float(shares[ks].mean()) for group, ks in sorted(groups.items())}
+                      for m, shares in glyph.items()},
+    }
 
 
 def benign_right(safe, per_prompt, seed, kwargs) -> np.ndarray:
