@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .. import models, toyworld
-from . import bars
+from . import bars, evaluate
 
 TEMPLATES = Path(__file__).parent / "card_templates"
 
@@ -100,7 +100,7 @@ def sld_glyph_note(sld: dict) -> str:
 
 def sld_glyphs(sld: dict) -> str:
     """The glyph share per method and per group of prompts (category and glyphs asked)."""
-    sizes = collections.Counter(f"{c}: {' + '.join(toyworld.glyphs_asked(p))}" for p, c in toyworld.TOY_I2P)
+    sizes = collections.Counter(evaluate.prompt_group(p, c) for p, c in toyworld.TOY_I2P)
     groups = list(sld["per_glyph"]["plain"])
     return table(["method"] + [f"{g} ({sizes[g]})" for g in groups],
                  [[m] + [pct(row[g]) for g in groups] for m, row in sld["per_glyph"].items()])

@@ -256,6 +256,11 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
             "plain": table["plain"], "shown": verdicts, **summary}
 
 
+def prompt_group(prompt: str, category: str) -> str:
+    """The group of a `TOY_I2P` prompt in `sld_summary`'s `per_glyph`: "mixed: cross + ring"."""
+    return f"{category}: {' + '.join(toyworld.glyphs_asked(prompt))}"
+
+
 def sld_summary(verdicts: dict, per_prompt: int, used: str) -> dict:
     """From `sld_table`'s per-image verdicts: MEDIUM's and STRONG's `reduction` of the glyph share
     and `fidelity_drop` against plain guidance (with the `used` presets), 95% bootstrap
@@ -272,7 +277,7 @@ def sld_summary(verdicts: dict, per_prompt: int, used: str) -> dict:
     names = ("MEDIUM", "STRONG")
     groups = collections.defaultdict(list)
     for k, (prompt, category) in enumerate(toyworld.TOY_I2P):
-        groups[f"{category}: {' + '.join(toyworld.glyphs_asked(prompt))}"].append(k)
+        groups[prompt_group(prompt, category)].append(k)
     return {
         "reduction": {n: float(reduction(glyph["plain"], glyph[f"{used} {n}"])) for n in names},
         "fidelity_drop": {n: float(drop(right["plain"], right[f"{used} {n}"])) for n in names},
