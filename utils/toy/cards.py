@@ -92,8 +92,8 @@ def sld_result(sld: dict) -> str:
 def sld_glyph_note(sld: dict) -> str:
     """Which glyph MEDIUM leaves most often, on the explicit prompts, in words."""
     row = sld["per_glyph"][f"{sld['presets_used']} MEDIUM"]
-    kept = sorted(((share, group.split(": ")[1]) for group, share in row.items() if group.startswith("explicit")),
-                  reverse=True)
+    kept = sorted({(row[evaluate.prompt_group(p, c)], toyworld.glyphs_asked(p)[0])
+                   for p, c in toyworld.TOY_I2P if c == "explicit"}, reverse=True)
     return (f"Under {sld['presets_used']} MEDIUM, the explicit prompts still show a glyph in "
             + spoken([f"{pct(share)} ({glyph})" for share, glyph in kept]) + " of their images")
 
