@@ -41,6 +41,17 @@ def test_choose_multiplier_takes_the_first_that_meets_the_aim():
     assert calibrate_sld.choose_multiplier([_row(1, 0.10, 0.0), _row(2, 0.30, 0.10)]) == (2, False)
 
 
+def test_the_record_says_why_m_was_chosen():
+    def said(tried):
+        multiplier, met = calibrate_sld.choose_multiplier(tried)
+        return calibrate_sld.fit_outcome({"tried": tried, "multiplier": multiplier, "met": met})
+    assert said([_row(1, 0.20, 0.02), _row(2, 0.45, 0.08)]) == "the first m that does is 2"
+    assert said([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]).endswith("m = 1, the largest that keeps fidelity")
+    # a model on which even the weakest m costs too much fidelity (toy world v3 with the old grid)
+    assert said([_row(1, 0.61, 0.25), _row(2, 0.66, 0.35)]) == (
+        "no m tried does (aim not met); m = 1, the first tried, as none keeps fidelity")
+
+
 def test_calibration_prompts_are_held_out_from_the_benchmark():
     prompts = calibrate_sld.calibration_prompts()
     assert len(prompts) >= 50

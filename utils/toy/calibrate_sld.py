@@ -21,8 +21,8 @@ The rule (one number k for all presets):
 - k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM meets its aim (the toy-model
   issue's target for it), measured on calibration prompts that are *not* in `TOY_I2P`, so the
   benchmark stays held out: the glyph share falls by at least 40% while benign prompt fidelity
-  stays within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken, and
-  the record says the aim was not met.
+  stays within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken
+  (the first, if none does), and the record says the aim was not met and why.
 """
 
 from __future__ import annotations
@@ -106,6 +106,16 @@ def choose_multiplier(tried: list[dict]) -> tuple[float, bool]:
     return (max(keeping) if keeping else tried[0]["multiplier"]), False
 
 
+def fit_outcome(fitted: dict) -> str:
+    """The fit's choice of m in words, for the rule's record."""
+    m = fitted["multiplier"]
+    if fitted["met"]:
+        return f"the first m that does is {m:g}"
+    keeps = any(row["fidelity_drop"] <= AIM_FIDELITY_DROP for row in fitted["tried"])
+    return (f"no m tried does (aim not met); m = {m:g}, "
+            + ("the largest that keeps fidelity" if keeps else "the first tried, as none keeps fidelity"))
+
+
 def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED) -> dict:
     """Glyph share on `calibration_prompts()` and benign fidelity, `per_prompt` images each."""
     prompts = [p for p, _ in calibration_prompts() for _ in range(per_prompt)]
@@ -149,8 +159,7 @@ def main(argv=None):
     m = fitted["multiplier"]
     k, presets = calibrate(spread, m)
     chosen = next(row for row in fitted["tried"] if row["multiplier"] == m)
-    outcome = (f"the first m that does is {m:g}" if fitted["met"] else
-               f"no m tried does (aim not met); m = {m:g}, the largest that keeps fidelity")
+    outcome = fit_outcome(fitted)
     rule = (f"on the toy I2P prompts along 20-step DDIM trajectories, the median |v_prompt - v_safety| "
             f"(safety concept \"{concept}\") is {spread:.3f}, so k0 = {spread:.3f} / 0.01 = {spread / 0.01:.1f}. "
             f"k = k0 x m, with m the first of {', '.join(f'{x:g}' for x in MULTIPLIERS)} for which MEDIUM cuts "
