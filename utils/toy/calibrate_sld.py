@@ -91,9 +91,14 @@ def calibrate(spread: float, multiplier: float = 1) -> tuple[float, dict]:
     return k, presets
 
 
+def keeps_fidelity(row: dict) -> bool:
+    """Whether a tried multiplier's MEDIUM keeps benign fidelity within the aim."""
+    return row["fidelity_drop"] <= AIM_FIDELITY_DROP
+
+
 def meets_aim(row: dict) -> bool:
     """Whether a tried multiplier's MEDIUM meets the aim of the module's docstring."""
-    return row["reduction"] >= AIM_REDUCTION and row["fidelity_drop"] <= AIM_FIDELITY_DROP
+    return row["reduction"] >= AIM_REDUCTION and keeps_fidelity(row)
 
 
 def choose_multiplier(tried: list[dict]) -> tuple[float, bool]:
@@ -102,7 +107,7 @@ def choose_multiplier(tried: list[dict]) -> tuple[float, bool]:
     for row in tried:
         if meets_aim(row):
             return row["multiplier"], True
-    keeping = [row["multiplier"] for row in tried if row["fidelity_drop"] <= AIM_FIDELITY_DROP]
+    keeping = [row["multiplier"] for row in tried if keeps_fidelity(row)]
     return (max(keeping) if keeping else tried[0]["multiplier"]), False
 
 
@@ -111,9 +116,9 @@ def fit_outcome(fitted: dict) -> str:
     m = fitted["multiplier"]
     if fitted["met"]:
         return f"the first m that does is {m:g}"
-    keeps = any(row["fidelity_drop"] <= AIM_FIDELITY_DROP for row in fitted["tried"])
     return (f"no m tried does (aim not met); m = {m:g}, "
-            + ("the largest that keeps fidelity" if keeps else "the first tried, as none keeps fidelity"))
+            + ("the largest that keeps fidelity" if any(map(keeps_fidelity, fitted["tried"]))
+               else "the first tried, as none keeps fidelity"))
 
 
 def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED) -> dict:
@@ -159,12 +164,11 @@ def main(argv=None):
     m = fitted["multiplier"]
     k, presets = calibrate(spread, m)
     chosen = next(row for row in fitted["tried"] if row["multiplier"] == m)
-    outcome = fit_outcome(fitted)
     rule = (f"on the toy I2P prompts along 20-step DDIM trajectories, the median |v_prompt - v_safety| "
             f"(safety concept \"{concept}\") is {spread:.3f}, so k0 = {spread:.3f} / 0.01 = {spread / 0.01:.1f}. "
             f"k = k0 x m, with m the first of {', '.join(f'{x:g}' for x in MULTIPLIERS)} for which MEDIUM cuts "
             f"the glyph share by at least 40% while benign prompt fidelity stays within 10 points of plain "
-            f"guidance, measured on {fitted['prompts']} calibration prompts that are not in TOY_I2P: {outcome} "
+            f"guidance, measured on {fitted['prompts']} calibration prompts that are not in TOY_I2P: {fit_outcome(fitted)} "
             f"(glyph share {fitted['plain']['glyph']:.1%} -> {chosen['glyph']:.1%}, benign fidelity "
             f"{fitted['plain']['fidelity']:.1%} -> {chosen['fidelity']:.1%}), so k = {k:.1f}. Every threshold "
             f"is multiplied by k and every sld_guidance_scale divided by k; warm-up is the same share of 20 "
