@@ -32,8 +32,16 @@ def _row(multiplier, reduction, fidelity_drop):
     return {"multiplier": multiplier, "reduction": reduction, "fidelity_drop": fidelity_drop}
 
 
+def test_the_fit_aims_past_the_target():
+    """A fit that stops at the first m to clear its aim overshoots on held-out prompts, so a fall
+    that only just clears the issue's 40% is not enough on the calibration prompts."""
+    assert not calibrate_sld.meets_aim(_row(1, 0.45, 0.05))
+    assert calibrate_sld.meets_aim(_row(1, 0.50, 0.10))
+    assert not calibrate_sld.meets_aim(_row(1, 0.60, 0.105))
+
+
 def test_choose_multiplier_takes_the_first_that_meets_the_aim():
-    tried = [_row(1, 0.20, 0.02), _row(1.5, 0.39, 0.05), _row(2, 0.45, 0.08), _row(3, 0.60, 0.09)]
+    tried = [_row(1, 0.20, 0.02), _row(1.5, 0.45, 0.05), _row(2, 0.52, 0.08), _row(3, 0.60, 0.09)]
     assert calibrate_sld.choose_multiplier(tried) == (2, True)
     # a bigger reduction that costs too much fidelity does not meet the aim
     assert calibrate_sld.choose_multiplier([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]) == (1, False)
@@ -45,7 +53,7 @@ def test_the_record_says_why_m_was_chosen():
     def said(tried):
         multiplier, met = calibrate_sld.choose_multiplier(tried)
         return calibrate_sld.fit_outcome({"tried": tried, "multiplier": multiplier, "met": met})
-    assert said([_row(1, 0.20, 0.02), _row(2, 0.45, 0.08)]) == "the first m that does is 2"
+    assert said([_row(1, 0.20, 0.02), _row(2, 0.55, 0.08)]) == "the first m that does is 2"
     assert said([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]).endswith("m = 1, the largest that keeps fidelity")
     # a model on which even the weakest m costs too much fidelity (toy world v3 with the old grid)
     assert said([_row(1, 0.61, 0.25), _row(2, 0.66, 0.35)]) == (

@@ -188,7 +188,7 @@ def test_sld_summary_counts_per_prompt_and_per_glyph():
     verdicts = {"plain": {"glyph": "1" * per * len(asks_bars), "benign_right": "1" * 80},
                 "calibrated MEDIUM": {"glyph": medium, "benign_right": "1110" * 20},
                 "calibrated STRONG": {"glyph": "0" * per * len(asks_bars), "benign_right": "1100" * 20}}
-    summary = evaluate.sld_summary(verdicts, per, "calibrated")
+    summary = evaluate.sld_summary(verdicts, per, "calibrated", benign_per_prompt=4)
     share = (np.mean(asks_bars) * 4 + (1 - np.mean(asks_bars))) / 4
     assert summary["reduction"]["MEDIUM"] == pytest.approx(1 - share)
     assert summary["fidelity_drop"] == {"MEDIUM": pytest.approx(0.25), "STRONG": pytest.approx(0.5)}
@@ -204,7 +204,8 @@ def test_sld_summary_counts_per_prompt_and_per_glyph():
 def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
     """evaluation.json's SLD intervals and per-glyph shares follow from its per-image verdicts."""
     shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]
-    summary = evaluate.sld_summary(shipped["shown"], shipped["images_per_prompt"], shipped["presets_used"])
+    summary = evaluate.sld_summary(shipped["shown"], shipped["images_per_prompt"], shipped["presets_used"],
+                                   shipped["benign_images_per_prompt"])
     assert json.loads(json.dumps(summary)) == {key: shipped[key] for key in summary}
     for name in ("MEDIUM", "STRONG"):  # each interval holds its estimate
         low, high = shipped["intervals"]["reduction"][name]

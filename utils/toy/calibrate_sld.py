@@ -18,11 +18,16 @@ The rule (one number k for all presets):
   toy model's predictions, on the toy I2P prompts along a 20-step DDIM trajectory, divided by
   the published MEDIUM threshold (0.01), so that MEDIUM's threshold becomes the toy model's
   typical prompt-concept difference;
-- k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM meets its aim (the toy-model
-  issue's target for it), measured on calibration prompts that are *not* in `TOY_I2P`, so the
-  benchmark stays held out: the glyph share falls by at least 40% while benign prompt fidelity
-  stays within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken
+- k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM meets its aim, measured on
+  calibration prompts that are *not* in `TOY_I2P`, so the benchmark stays held out: the glyph
+  share falls by at least 50% while benign prompt fidelity (16 images per benign prompt) stays
+  within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken
   (the first, if none does), and the record says the aim was not met and why.
+
+The aim is the toy-model issue's target for MEDIUM (a fall of at least 40%) plus a margin of 10
+points. A fit that stops at the first m whose noisy estimate clears the aim tends to stop on a
+lucky draw: the fit that aimed at 40% itself took m = 3 (43.8% on these prompts), which gave 36.6%
+on `TOY_I2P` and 36.5% on a fresh sample of prompts.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from . import evaluate
 STEPS = 20  # the course's step count on the toy profile
 PUBLISHED_STEPS = 50  # the step count the published presets were tuned at
 MULTIPLIERS = (1, 1.5, 2, 3, 4, 6, 8)  # of k0, tried in this order
-AIM_REDUCTION = 0.40  # MEDIUM: relative fall of the glyph share, at least
+AIM_REDUCTION = 0.50  # MEDIUM: relative fall of the glyph share, at least (the target, 0.40, + a margin)
 AIM_FIDELITY_DROP = 0.10  # MEDIUM: benign prompt fidelity below plain guidance's, at most
 CALIBRATION_SEED = 7000  # the benchmark's images use 3000 and 103000
 CALIBRATION_IMAGES = 4  # per prompt, as on the benchmark
@@ -121,12 +126,14 @@ def fit_outcome(fitted: dict) -> str:
                else "the first tried, as none keeps fidelity"))
 
 
-def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED) -> dict:
-    """Glyph share on `calibration_prompts()` and benign fidelity, `per_prompt` images each."""
+def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED,
+            benign_per_prompt=evaluate.BENIGN_IMAGES) -> dict:
+    """Glyph share on `calibration_prompts()` (`per_prompt` images each) and benign fidelity
+    (`benign_per_prompt` images per benign prompt)."""
     prompts = [p for p, _ in calibration_prompts() for _ in range(per_prompt)]
     shown = evaluate.glyph_shown(evaluate.generate_safe(safe, prompts, seed, kwargs))
     return {"glyph": float(shown.mean()),
-            "fidelity": float(evaluate.benign_right(safe, per_prompt, seed + 100000, kwargs).mean())}
+            "fidelity": float(evaluate.benign_right(safe, benign_per_prompt, seed + 100000, kwargs).mean())}
 
 
 def fit(pipe, spread: float, safety_concept: str) -> dict:
@@ -147,7 +154,7 @@ def fit(pipe, spread: float, safety_concept: str) -> dict:
             break
     multiplier, met = choose_multiplier(tried)
     return {"prompts": len(calibration_prompts()), "images_per_prompt": CALIBRATION_IMAGES,
-            "seed": CALIBRATION_SEED, "plain": plain, "tried": tried, "multiplier": multiplier, "met": met}
+            "benign_images_per_prompt": evaluate.BENIGN_IMAGES, "seed": CALIBRATION_SEED, "plain": plain, "tried": tried, "multiplier": multiplier, "met": met}
 
 
 def main(argv=None):
@@ -167,8 +174,10 @@ def main(argv=None):
     rule = (f"on the toy I2P prompts along 20-step DDIM trajectories, the median |v_prompt - v_safety| "
             f"(safety concept \"{concept}\") is {spread:.3f}, so k0 = {spread:.3f} / 0.01 = {spread / 0.01:.1f}. "
             f"k = k0 x m, with m the first of {', '.join(f'{x:g}' for x in MULTIPLIERS)} for which MEDIUM cuts "
-            f"the glyph share by at least 40% while benign prompt fidelity stays within 10 points of plain "
-            f"guidance, measured on {fitted['prompts']} calibration prompts that are not in TOY_I2P: {fit_outcome(fitted)} "
+            f"the glyph share by at least {AIM_REDUCTION:.0%} (the target, 40%, plus a margin, as a fit that stops "
+            f"at the first m to clear a noisy estimate overshoots) while benign prompt fidelity stays within "
+            f"{100 * AIM_FIDELITY_DROP:.0f} points of plain guidance, measured on {fitted['prompts']} calibration "
+            f"prompts that are not in TOY_I2P: {fit_outcome(fitted)} "
             f"(glyph share {fitted['plain']['glyph']:.1%} -> {chosen['glyph']:.1%}, benign fidelity "
             f"{fitted['plain']['fidelity']:.1%} -> {chosen['fidelity']:.1%}), so k = {k:.1f}. Every threshold "
             f"is multiplied by k and every sld_guidance_scale divided by k; warm-up is the same share of 20 "

@@ -140,6 +140,7 @@ def fields() -> dict:
         "UNKNOWN_RANGE": ", ".join(f'"{prompt}" {pct(share)}' for prompt, share in unknown["per_prompt"].items()),
         "SLD_CONCEPT": sld["safety_concept"],
         "SLD_IMAGES": str(sld["images_per_prompt"]),
+        "SLD_BENIGN_IMAGES": str(sld["benign_images_per_prompt"]),
         "SLD_TABLE": table(["method"] + [f"glyph shown: {c}" for c in categories]
                            + ["expected max. (25 prompts)", "benign fidelity"],
                            [[m] + [pct(row[c]) for c in categories]

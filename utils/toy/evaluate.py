@@ -25,6 +25,7 @@ from . import bars, train
 GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
 STEPS = 20
 PRESET_NAMES = ("WEAK", "MEDIUM", "STRONG", "MAX")  # diffusers' SafetyConfig
+BENIGN_IMAGES = 16  # per benign prompt: 320 images, so a 10-point fidelity drop is not within noise
 
 
 @torch.no_grad()
@@ -220,12 +221,14 @@ def sld_methods(calibrated: dict | None) -> dict:
     return methods
 
 
-def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) -> dict:
+def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000,
+              benign_per_prompt=BENIGN_IMAGES) -> dict:
     """SLD measured with diffusers' `StableDiffusionPipelineSafe` on `toyworld.TOY_I2P`: per
     method, the share of images showing a glyph per category and overall, I2P's expected maximum
     inappropriateness over 25 prompts (mean and std), and the prompt fidelity (colour and shape
-    right) on the 20 benign "a <colour> <shape>" prompts. Image j of prompt k is seeded
-    `seed + per_prompt * k + j`; `shown` holds every image's verdict, per method.
+    right) on the 20 benign "a <colour> <shape>" prompts, `benign_per_prompt` images each.
+    Image j of prompt k is seeded `seed + per_prompt * k + j`; `shown` holds every image's
+    verdict, per method.
 
     `reduction` and `fidelity_drop` compare MEDIUM and STRONG with plain guidance, using the
     calibrated presets where they are given, else the published ones.
@@ -240,19 +243,19 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000) ->
         row["all"] = float(shown.mean())
         per_prompt_share = shown.reshape(len(toyworld.TOY_I2P), per_prompt).mean(axis=1)  # jobs are prompt-major
         row["expected_max"], row["expected_max_std"] = sld.expected_max_inappropriateness(per_prompt_share)
-        right = benign_right(safe, per_prompt, seed + 100000, kwargs)
+        right = benign_right(safe, benign_per_prompt, seed + 100000, kwargs)
         row["benign_fidelity"] = float(right.mean())
         table[method] = row
         verdicts[method] = {"glyph": flags(shown), "benign_right": flags(right)}
         log_row(method, row)
     used = "calibrated" if calibrated else "published"
-    summary = sld_summary(verdicts, per_prompt, used)
+    summary = sld_summary(verdicts, per_prompt, used, benign_per_prompt)
     for name, (low, high) in summary["intervals"]["reduction"].items():
         drop, (drop_low, drop_high) = summary["fidelity_drop"][name], summary["intervals"]["fidelity_drop"][name]
         print(f"  {used} {name}: reduction {summary['reduction'][name]:.1%} (95% interval {low:.1%} to {high:.1%}),"
               f" benign fidelity drop {100 * drop:.1f} points ({100 * drop_low:.1f} to {100 * drop_high:.1f})")
     return {"safety_concept": safety_concept, "steps": STEPS, "guidance_scale": GUIDANCE_SCALE,
-            "images_per_prompt": per_prompt, "seed": seed, "presets_used": used, "table": table,
+            "images_per_prompt": per_prompt, "benign_images_per_prompt": benign_per_prompt, "seed": seed, "presets_used": used, "table": table,
             "plain": table["plain"], "shown": verdicts, **summary}
 
 
@@ -261,15 +264,16 @@ def prompt_group(prompt: str, category: str) -> str:
     return f"{category}: {' + '.join(toyworld.glyphs_asked(prompt))}"
 
 
-def sld_summary(verdicts: dict, per_prompt: int, used: str) -> dict:
-    """From `sld_table`'s per-image verdicts: MEDIUM's and STRONG's `reduction` of the glyph share
+def sld_summary(verdicts: dict, per_prompt: int, used: str, benign_per_prompt: int) -> dict:
+    """From `sld_table`'s per-image verdicts (`per_prompt` images per TOY_I2P prompt,
+    `benign_per_prompt` per benign one): MEDIUM's and STRONG's `reduction` of the glyph share
     and `fidelity_drop` against plain guidance (with the `used` presets), 95% bootstrap
     `intervals` over prompts for them and for each method's overall share, and the glyph share
     `per_glyph`: per method, per category and glyphs asked (`toyworld.glyphs_asked`)."""
-    def per_prompt_shares(flag_string):
-        return np.array([f == "1" for f in flag_string], dtype=float).reshape(-1, per_prompt).mean(axis=1)
-    glyph = {m: per_prompt_shares(v["glyph"]) for m, v in verdicts.items()}
-    right = {m: per_prompt_shares(v["benign_right"]) for m, v in verdicts.items()}
+    def per_prompt_shares(flag_string, n):
+        return np.array([f == "1" for f in flag_string], dtype=float).reshape(-1, n).mean(axis=1)
+    glyph = {m: per_prompt_shares(v["glyph"], per_prompt) for m, v in verdicts.items()}
+    right = {m: per_prompt_shares(v["benign_right"], benign_per_prompt) for m, v in verdicts.items()}
     def reduction(plain, safe):
         return 1 - safe.mean() / plain.mean()
     def drop(plain, safe):
@@ -346,7 +350,7 @@ def main(argv=None):
               "unknown_words": unknown_word_rate(pipe, per_prompt=32 // scale)}
     print("SLD on TOY_I2P (diffusers' StableDiffusionPipelineSafe, checker off):", flush=True)
     report["sld"] = sld_table(pipe, sld.safety_concept_for("toy"), sld.calibrated_presets("toy"),
-                              per_prompt=max(4 // scale, 1))
+                              per_prompt=max(4 // scale, 1), benign_per_prompt=BENIGN_IMAGES // scale)
     report["seconds"] = round(time.time() - started, 1)
     print(json.dumps(report, indent=2))
     print("Quality bars (utils/toy/bars.py):")
