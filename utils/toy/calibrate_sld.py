@@ -1,7 +1,7 @@
 """Calibrate Safe Latent Diffusion's presets for the toy model, by a stated rule, and write them
 beside the published ones into the toy pipeline folder as `sld_presets.json`.
 
-    python -m utils.toy.calibrate_sld    # measure, fit, write utils/weights/toy-sd/sld_presets.json (3.3 min)
+    python -m utils.toy.calibrate_sld    # measure, fit, write utils/weights/toy-sd/sld_presets.json (10 min on 2 cores)
 
 Why: diffusers' presets (`SafetyConfig`: WEAK, MEDIUM, STRONG, MAX) were tuned on Stable
 Diffusion 1.x at 50 steps. SLD's threshold (`sld_threshold`) and scale (`sld_guidance_scale`)

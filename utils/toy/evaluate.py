@@ -1,6 +1,6 @@
 """Measure the shipped toy models on held-out data, judged by the toy world's pixel decoder.
 
-    python -m utils.toy.evaluate          # the numbers in the model cards (a few minutes)
+    python -m utils.toy.evaluate          # the numbers in the model cards (15 minutes on 2 cores)
     python -m utils.toy.evaluate --quick  # fewer images, same measurements
 
 Every number is a share of images, from seeded generations, so a rerun prints the same.
