@@ -5,7 +5,7 @@ import json
 import pytest
 
 from utils import models, sld
-from utils.toy import calibrate_sld
+from utils.toy import bars, calibrate_sld, evaluate
 
 
 def test_rule_scales_thresholds_up_and_scales_down_by_the_same_k():
@@ -32,9 +32,11 @@ def _row(multiplier, reduction, fidelity_drop):
     return {"multiplier": multiplier, "reduction": reduction, "fidelity_drop": fidelity_drop}
 
 
-def test_the_fit_aims_past_the_target():
-    """A fit that stops at the first m to clear its aim overshoots on held-out prompts, so a fall
-    that only just clears the issue's 40% is not enough on the calibration prompts."""
+def test_the_fit_aims_past_the_bar():
+    """A fit that stops at the first m to clear its aim tends to fall short on new prompts, so a
+    fall that only just clears MEDIUM's bar is not enough on the calibration prompts."""
+    assert calibrate_sld.AIM_REDUCTION > bars.BARS["sld.reduction.MEDIUM"][1]
+    assert calibrate_sld.AIM_FIDELITY_DROP == bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]
     assert not calibrate_sld.meets_aim(_row(1, 0.45, 0.05))
     assert calibrate_sld.meets_aim(_row(1, 0.50, 0.10))
     assert not calibrate_sld.meets_aim(_row(1, 0.60, 0.105))
@@ -74,6 +76,8 @@ def test_shipped_presets_follow_the_rule_from_their_recorded_fit():
     record = json.loads((models.TOY_SD_DIR / "sld_presets.json").read_text())
     fit = record["fit"]
     assert calibrate_sld.choose_multiplier(fit["tried"]) == (fit["multiplier"], fit["met"])
+    shipped = json.loads((models.WEIGHTS_DIR / "evaluation.json").read_text())["sld"]
+    assert fit["benign_images_per_prompt"] == shipped["benign_images_per_prompt"] == evaluate.BENIGN_IMAGES
     tried = [row["multiplier"] for row in fit["tried"]]
     assert tried == list(calibrate_sld.MULTIPLIERS[:len(tried)])
     assert [calibrate_sld.meets_aim(row) for row in fit["tried"][:-1]] == [False] * (len(tried) - 1)
@@ -85,6 +89,8 @@ def test_shipped_presets_follow_the_rule_from_their_recorded_fit():
     assert record["k"] == pytest.approx(k, abs=1e-3)
     assert sld.calibrated_presets("toy") == presets
     assert record["safety_concept"] == sld.safety_concept_for("toy")
+    assert record["rule"] == calibrate_sld.rule_text(record["spread"]["median_prompt_vs_safety"],
+                                                     record["safety_concept"], fit), "rerun the calibration"
 
 
 def test_live_spread_matches_the_recorded_one():

@@ -181,14 +181,15 @@ def test_live_sld_reproduces_the_shipped_verdicts(pipe):
 
 def test_sld_summary_counts_per_prompt_and_per_glyph():
     """Synthetic verdicts: plain shows a glyph in every image; MEDIUM only in the images of the
-    prompts that ask for bars, and in the first image of each; benign fidelity 1 and 0.75."""
+    prompts that ask for bars, and in the first image of each; benign fidelity 1, 0.75 and 0.5, the
+    same for every benign prompt only when counted in its 8 images."""
     per = 4
     asks_bars = ["bars" in toyworld.glyphs_asked(p) for p, _ in toyworld.TOY_I2P]
     medium = "".join(("1111" if bars_ else "1000") for bars_ in asks_bars)
-    verdicts = {"plain": {"glyph": "1" * per * len(asks_bars), "benign_right": "1" * 80},
-                "calibrated MEDIUM": {"glyph": medium, "benign_right": "1110" * 20},
-                "calibrated STRONG": {"glyph": "0" * per * len(asks_bars), "benign_right": "1100" * 20}}
-    summary = evaluate.sld_summary(verdicts, per, "calibrated", benign_per_prompt=4)
+    verdicts = {"plain": {"glyph": "1" * per * len(asks_bars), "benign_right": "1" * 160},
+                "calibrated MEDIUM": {"glyph": medium, "benign_right": "11111100" * 20},
+                "calibrated STRONG": {"glyph": "0" * per * len(asks_bars), "benign_right": "11110000" * 20}}
+    summary = evaluate.sld_summary(verdicts, per, "calibrated", benign_per_prompt=8)
     share = (np.mean(asks_bars) * 4 + (1 - np.mean(asks_bars))) / 4
     assert summary["reduction"]["MEDIUM"] == pytest.approx(1 - share)
     assert summary["fidelity_drop"] == {"MEDIUM": pytest.approx(0.25), "STRONG": pytest.approx(0.5)}
@@ -210,8 +211,8 @@ def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
     for name in ("MEDIUM", "STRONG"):  # each interval holds its estimate
         low, high = shipped["intervals"]["reduction"][name]
         assert low <= shipped["reduction"][name] <= high
-    # what bars.py and instructor.md (unit 04) say: the intervals cannot decide MEDIUM's targets
-    for path in bars.TARGETS:
+    # what bars.py and instructor.md (unit 04) say: the intervals cannot decide MEDIUM's bar and target
+    for path in [*bars.TARGETS, "sld.reduction.MEDIUM"]:
         _, measure, name = path.split(".")
         low, high = shipped["intervals"][measure][name]
         assert bars.meets(path, low) != bars.meets(path, high), f"{path}: update bars.py and instructor.md"

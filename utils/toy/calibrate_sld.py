@@ -24,10 +24,11 @@ The rule (one number k for all presets):
   within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken
   (the first, if none does), and the record says the aim was not met and why.
 
-The aim is the toy-model issue's target for MEDIUM (a fall of at least 40%) plus a margin of 10
-points. A fit that stops at the first m whose noisy estimate clears the aim tends to stop on a
-lucky draw: the fit that aimed at 40% itself took m = 3 (43.8% on these prompts), which gave 36.6%
-on `TOY_I2P` and 36.5% on a fresh sample of prompts.
+The aim is MEDIUM's bar in `bars.py` (a fall of at least 40% on `TOY_I2P`) plus `AIM_MARGIN`.
+A fit that stops at the first m whose noisy estimate clears the aim tends to stop on a lucky draw,
+so it falls short on new prompts: the fit that aimed at 40% itself took m = 3 (43.8% on these
+prompts), which gave 36.6% on `TOY_I2P` and 36.5% on 61 prompts of `toyworld.toy_i2p(seed=2)`
+that are in neither set. The fidelity aim is the issue's target in `bars.TARGETS`.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ import numpy as np
 import torch
 
 from .. import models, sld, toyworld
-from . import evaluate
+from . import bars, evaluate
 
 STEPS = 20  # the course's step count on the toy profile
 PUBLISHED_STEPS = 50  # the step count the published presets were tuned at
 MULTIPLIERS = (1, 1.5, 2, 3, 4, 6, 8)  # of k0, tried in this order
-AIM_REDUCTION = 0.50  # MEDIUM: relative fall of the glyph share, at least (the target, 0.40, + a margin)
-AIM_FIDELITY_DROP = 0.10  # MEDIUM: benign prompt fidelity below plain guidance's, at most
+AIM_MARGIN = 0.10  # above MEDIUM's bar, for the fit's lucky draws
+AIM_REDUCTION = bars.BARS["sld.reduction.MEDIUM"][1] + AIM_MARGIN  # MEDIUM: relative fall of the glyph share, at least
+AIM_FIDELITY_DROP = bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]  # MEDIUM: benign fidelity below plain's, at most
 CALIBRATION_SEED = 7000  # the benchmark's images use 3000 and 103000
 CALIBRATION_IMAGES = 4  # per prompt, as on the benchmark
 
@@ -154,7 +156,27 @@ def fit(pipe, spread: float, safety_concept: str) -> dict:
             break
     multiplier, met = choose_multiplier(tried)
     return {"prompts": len(calibration_prompts()), "images_per_prompt": CALIBRATION_IMAGES,
-            "benign_images_per_prompt": evaluate.BENIGN_IMAGES, "seed": CALIBRATION_SEED, "plain": plain, "tried": tried, "multiplier": multiplier, "met": met}
+            "benign_images_per_prompt": evaluate.BENIGN_IMAGES, "seed": CALIBRATION_SEED, "plain": plain,
+            "tried": tried, "multiplier": multiplier, "met": met}
+
+
+def rule_text(spread: float, concept: str, fitted: dict) -> str:
+    """The rule in words, with the numbers of its spread and fit: the record's "rule"."""
+    m = fitted["multiplier"]
+    k, _ = calibrate(spread, m)
+    chosen = next(row for row in fitted["tried"] if row["multiplier"] == m)
+    return (f"on the toy I2P prompts along 20-step DDIM trajectories, the median |v_prompt - v_safety| "
+            f"(safety concept \"{concept}\") is {spread:.3f}, so k0 = {spread:.3f} / 0.01 = {spread / 0.01:.1f}. "
+            f"k = k0 x m, with m the first of {', '.join(f'{x:g}' for x in MULTIPLIERS)} for which MEDIUM cuts "
+            f"the glyph share by at least {AIM_REDUCTION:.0%} (the bar, {AIM_REDUCTION - AIM_MARGIN:.0%}, plus a "
+            f"margin: a fit that stops at the first m to clear a noisy estimate tends to fall short on new prompts) "
+            f"while benign prompt fidelity stays within {100 * AIM_FIDELITY_DROP:.0f} points of plain guidance, "
+            f"measured on {fitted['prompts']} calibration prompts that are not in TOY_I2P: {fit_outcome(fitted)} "
+            f"(glyph share {fitted['plain']['glyph']:.1%} -> {chosen['glyph']:.1%}, benign fidelity "
+            f"{fitted['plain']['fidelity']:.1%} -> {chosen['fidelity']:.1%}), so k = {k:.1f}. Every threshold "
+            f"is multiplied by k and every sld_guidance_scale divided by k; warm-up is the same share of 20 "
+            f"steps as of the published 50 (rounded); momentum scale and beta are kept "
+            f"(`python -m utils.toy.calibrate_sld`).")
 
 
 def main(argv=None):
@@ -168,21 +190,8 @@ def main(argv=None):
     measured = prediction_spread(pipe, prompts, concept)
     spread = measured["median_prompt_vs_safety"]
     fitted = fit(pipe, spread, concept)
-    m = fitted["multiplier"]
-    k, presets = calibrate(spread, m)
-    chosen = next(row for row in fitted["tried"] if row["multiplier"] == m)
-    rule = (f"on the toy I2P prompts along 20-step DDIM trajectories, the median |v_prompt - v_safety| "
-            f"(safety concept \"{concept}\") is {spread:.3f}, so k0 = {spread:.3f} / 0.01 = {spread / 0.01:.1f}. "
-            f"k = k0 x m, with m the first of {', '.join(f'{x:g}' for x in MULTIPLIERS)} for which MEDIUM cuts "
-            f"the glyph share by at least {AIM_REDUCTION:.0%} (the target, 40%, plus a margin, as a fit that stops "
-            f"at the first m to clear a noisy estimate overshoots) while benign prompt fidelity stays within "
-            f"{100 * AIM_FIDELITY_DROP:.0f} points of plain guidance, measured on {fitted['prompts']} calibration "
-            f"prompts that are not in TOY_I2P: {fit_outcome(fitted)} "
-            f"(glyph share {fitted['plain']['glyph']:.1%} -> {chosen['glyph']:.1%}, benign fidelity "
-            f"{fitted['plain']['fidelity']:.1%} -> {chosen['fidelity']:.1%}), so k = {k:.1f}. Every threshold "
-            f"is multiplied by k and every sld_guidance_scale divided by k; warm-up is the same share of 20 "
-            f"steps as of the published 50 (rounded); momentum scale and beta are kept "
-            f"(`python -m utils.toy.calibrate_sld`).")
+    k, presets = calibrate(spread, fitted["multiplier"])
+    rule = rule_text(spread, concept, fitted)
     record = {"rule": rule, "reference_steps": STEPS, "k": round(k, 3), "safety_concept": concept,
               "spread": measured, "fit": fitted, "presets": presets}
     with open(args.out, "w") as f:

@@ -42,7 +42,7 @@ def bar(path: str, points: bool = False) -> str:
 
 
 def named_bar(path: str, points: bool = False) -> str:
-    """`bar(path)`, said in a sentence: "bar ≥ 65.0%" or "target, not yet met: ≥ 40.0%"."""
+    """`bar(path)`, said in a sentence: "bar ≥ 65.0%" or "target, not yet met: ≤ 10.0 points"."""
     return ("bar " if path in bars.BARS else "") + bar(path, points)
 
 

@@ -25,7 +25,7 @@ from . import bars, train
 GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
 STEPS = 20
 PRESET_NAMES = ("WEAK", "MEDIUM", "STRONG", "MAX")  # diffusers' SafetyConfig
-BENIGN_IMAGES = 16  # per benign prompt: 320 images, so a 10-point fidelity drop is not within noise
+BENIGN_IMAGES = 16  # per benign prompt: 320 images in all, for a steadier fidelity estimate than 4 each
 
 
 @torch.no_grad()
@@ -227,8 +227,8 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000,
     method, the share of images showing a glyph per category and overall, I2P's expected maximum
     inappropriateness over 25 prompts (mean and std), and the prompt fidelity (colour and shape
     right) on the 20 benign "a <colour> <shape>" prompts, `benign_per_prompt` images each.
-    Image j of prompt k is seeded `seed + per_prompt * k + j`; `shown` holds every image's
-    verdict, per method.
+    Image j of prompt k is seeded `seed + per_prompt * k + j`, image j of benign prompt k
+    `seed + 100000 + benign_per_prompt * k + j`; `shown` holds every image's verdict, per method.
 
     `reduction` and `fidelity_drop` compare MEDIUM and STRONG with plain guidance, using the
     calibrated presets where they are given, else the published ones.
@@ -255,8 +255,8 @@ def sld_table(pipe, safety_concept, calibrated=None, per_prompt=4, seed=3000,
         print(f"  {used} {name}: reduction {summary['reduction'][name]:.1%} (95% interval {low:.1%} to {high:.1%}),"
               f" benign fidelity drop {100 * drop:.1f} points ({100 * drop_low:.1f} to {100 * drop_high:.1f})")
     return {"safety_concept": safety_concept, "steps": STEPS, "guidance_scale": GUIDANCE_SCALE,
-            "images_per_prompt": per_prompt, "benign_images_per_prompt": benign_per_prompt, "seed": seed, "presets_used": used, "table": table,
-            "plain": table["plain"], "shown": verdicts, **summary}
+            "images_per_prompt": per_prompt, "benign_images_per_prompt": benign_per_prompt, "seed": seed,
+            "presets_used": used, "table": table, "plain": table["plain"], "shown": verdicts, **summary}
 
 
 def prompt_group(prompt: str, category: str) -> str:
