@@ -30,8 +30,9 @@ BARS = {
 # MEDIUM's fidelity cost barely moves with k: the shipped presets (k = k0 x 6) cost 8.4, 10.0,
 # 10.3 and 13.4 points on four samples of 320 benign images (`evaluate.benign_right` seeded 107000,
 # the calibration's; 503000; 703000; 103000, TOY_I2P's); k0 x 3 cost 7.2, 9.4 and 9.7 on the first
-# three; and even the published MEDIUM, which removes almost nothing, costs 6.6 on TOY_I2P. The 95% interval over prompts
-# (evaluation.json's sld.intervals; the model card names it) holds values on both sides of the limit.
+# three; and even the published MEDIUM, which removes almost nothing, costs 6.6 on TOY_I2P. The
+# 95% interval over prompts (evaluation.json's sld.intervals; the model card names it) holds values
+# on both sides of the limit.
 TARGETS = {
     "sld.fidelity_drop.MEDIUM": ("<=", 0.10),  # benign prompt fidelity, plain minus MEDIUM
 }

@@ -47,8 +47,9 @@ STEPS = 20  # the course's step count on the toy profile
 PUBLISHED_STEPS = 50  # the step count the published presets were tuned at
 MULTIPLIERS = (1, 1.5, 2, 3, 4, 6, 8)  # of k0, tried in this order
 AIM_MARGIN = 0.10  # above MEDIUM's bar, for the fit's lucky draws
-AIM_REDUCTION = bars.BARS["sld.reduction.MEDIUM"][1] + AIM_MARGIN  # MEDIUM: relative fall of the glyph share, at least
-AIM_FIDELITY_DROP = bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]  # MEDIUM: benign fidelity below plain's, at most
+# MEDIUM's aim: the relative fall of the glyph share, at least; benign fidelity below plain's, at most
+AIM_REDUCTION = bars.BARS["sld.reduction.MEDIUM"][1] + AIM_MARGIN
+AIM_FIDELITY_DROP = bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]
 CALIBRATION_SEED = 7000  # the benchmark's images use 3000 and 103000
 CALIBRATION_IMAGES = 4  # per prompt, as on the benchmark
 
