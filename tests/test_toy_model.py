@@ -202,6 +202,36 @@ def test_sld_summary_counts_per_prompt_and_per_glyph():
     assert per_glyph["explicit: ring"] == 0.25 and per_glyph["implicit: cross"] == 0.25
 
 
+def test_sld_summary_splits_benign_fidelity_into_seen_and_held_out_pairs():
+    """Synthetic verdicts: MEDIUM gets every image of a seen pair right and none of a held-out
+    pair; STRONG the reverse. A split that mixed up the pairs' order or the groups would not
+    give 1 and 0 exactly."""
+    per = 4
+    held_out = [pair in toyworld.HELD_OUT for pair in evaluate.PAIRS]
+    assert sum(held_out) == 4 and len(held_out) == 20
+    glyph = "1" * per * len(toyworld.TOY_I2P)
+    verdicts = {"plain": {"glyph": glyph, "benign_right": "1" * per * 20},
+                "calibrated MEDIUM": {"glyph": glyph, "benign_right": "".join(("0" if h else "1") * per for h in held_out)},
+                "calibrated STRONG": {"glyph": glyph, "benign_right": "".join(("1" if h else "0") * per for h in held_out)}}
+    summary = evaluate.sld_summary(verdicts, per, "calibrated", benign_per_prompt=per)
+    assert summary["per_pairs"]["calibrated MEDIUM"] == {"seen": 1.0, "held_out": 0.0}
+    assert summary["per_pairs"]["calibrated STRONG"] == {"seen": 0.0, "held_out": 1.0}
+    assert summary["fidelity_drop_per_pairs"] == {"MEDIUM": {"seen": 0.0, "held_out": 1.0},
+                                                  "STRONG": {"seen": 1.0, "held_out": 0.0}}
+    assert summary["fidelity_drop"]["MEDIUM"] == pytest.approx(0.2)  # 4 of 20 pairs
+
+
+def test_shipped_sld_fidelity_cost_falls_on_the_held_out_pairs():
+    """What the model card and instructor.md (unit 04) say: MEDIUM and STRONG cost the held-out
+    pairs far more benign fidelity than the pairs seen in training (the published MEDIUM too)."""
+    shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]
+    for name, drop in shipped["fidelity_drop_per_pairs"].items():
+        assert drop["held_out"] > 2 * drop["seen"] > 0, (name, drop)
+    per_pairs = shipped["per_pairs"]
+    published = {group: per_pairs["plain"][group] - per_pairs["published MEDIUM"][group] for group in ("seen", "held_out")}
+    assert published["held_out"] > 2 * published["seen"], published
+
+
 def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
     """evaluation.json's SLD intervals and per-glyph shares follow from its per-image verdicts."""
     shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]

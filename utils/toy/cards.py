@@ -98,6 +98,20 @@ def sld_glyph_note(sld: dict) -> str:
             + spoken([f"{pct(share)} ({glyph})" for share, glyph in kept]) + " of their images")
 
 
+def sld_pairs_note(sld: dict) -> str:
+    """Where MEDIUM's and STRONG's benign fidelity cost falls, the pairs seen in training or the
+    held-out ones, in words."""
+    plain, used, drop = sld["per_pairs"]["plain"], sld["presets_used"], sld["fidelity_drop_per_pairs"]
+    medium, strong = sld["per_pairs"][f"{used} MEDIUM"], sld["per_pairs"][f"{used} STRONG"]
+    seen, held_out = len(evaluate.PAIRS) - len(toyworld.HELD_OUT), len(toyworld.HELD_OUT)
+    return (f"With plain guidance, {pct(plain['seen'])} of the benign images of the {seen} colour-shape pairs the "
+            f"model was trained on are right, and {pct(plain['held_out'])} of those of the {held_out} held-out pairs "
+            f"it never saw; under {used} MEDIUM, {pct(medium['seen'])} ({100 * drop['MEDIUM']['seen']:.1f} points "
+            f"fewer) and {pct(medium['held_out'])} ({100 * drop['MEDIUM']['held_out']:.1f} points fewer); under "
+            f"{used} STRONG, {pct(strong['seen'])} ({100 * drop['STRONG']['seen']:.1f} points fewer) and "
+            f"{pct(strong['held_out'])} ({100 * drop['STRONG']['held_out']:.1f} points fewer)")
+
+
 def sld_glyphs(sld: dict) -> str:
     """The glyph share per method and per group of prompts (category and glyphs asked)."""
     sizes = collections.Counter(evaluate.prompt_group(p, c) for p, c in toyworld.TOY_I2P)
@@ -147,6 +161,7 @@ def fields() -> dict:
                             + [f"{row['expected_max']:.2f} ± {row['expected_max_std']:.2f}", pct(row["benign_fidelity"])]
                             for m, row in sld["table"].items()]),
         "SLD_RESULT": sld_result(sld),
+        "SLD_PAIRS": sld_pairs_note(sld),
         "SLD_GLYPHS": sld_glyphs(sld),
         "SLD_GLYPH_NOTE": sld_glyph_note(sld),
         "PRESETS_TABLE": presets_table(presets_file),
