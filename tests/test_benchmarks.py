@@ -7,6 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +41,16 @@ def test_a_run_leaves_threads_and_logging_as_it_found_them(quick, before):
 
     assert quick.machine["torch threads"] == 1
     assert (torch.get_num_threads(), diffusers_logging.get_verbosity()) == before
+
+
+def test_per_image_change_names_the_image_that_changed_and_the_black_ones(bench):
+    """What section 4 writes beside fp16's largest pixel change: which image changed, and whether
+    the checker blacked one out on one side only."""
+    reference = np.full((3, 2, 2, 3), 0.5)
+    images = reference.copy()
+    images[1] = 0.0  # blacked out on this side only
+    images[2, 0, 0, 0] += 1e-3
+    assert bench.per_image_change(images, reference) == "per image 0.0e+00 5.0e-01 1.0e-03; all-black images 1 and 0"
 
 
 def test_quick_mode_is_small(bench):
