@@ -35,6 +35,12 @@ BARS = {
 # on both sides of the limit. The cost falls on the 4 held-out colour-shape pairs: 37.5 points there
 # against 7.4 on the 16 pairs seen in training (sld.fidelity_drop_per_pairs; tests hold the record to
 # held-out > 2 x seen). With the seen pairs' 7.4, a held-out cost of at most 20 points would meet it.
+# The presets' other knobs trade along the same line (calibration sample, k = k0 x 6): warm-up 2, 4,
+# 6 or 8 of 20 steps cuts the glyph share by 70, 51, 34, 24% at a cost of 11.9, 8.4, 6.2, 4.7 points;
+# momentum off, 24% at 5.3; STRONG's momentum with warm-up 6, 66% at 20.6. Safety concepts without
+# "a shape" ("a cross and bars and a ring", "cross bars ring"; k0 x 1, 3, 6) cut less (23-34%
+# against 33-51%) at a like or larger cost (5.9-17.2 points against 7.2-8.4). Meeting
+# the target needs a model whose held-out pairs survive safety guidance.
 TARGETS = {
     "sld.fidelity_drop.MEDIUM": ("<=", 0.10),  # benign prompt fidelity, plain minus MEDIUM
 }
