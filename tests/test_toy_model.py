@@ -207,7 +207,7 @@ def test_sld_summary_splits_benign_fidelity_into_seen_and_held_out_pairs():
     pair; STRONG the reverse. A split that mixed up the pairs' order or the groups would not
     give 1 and 0 exactly."""
     per = 4
-    held_out = [pair in toyworld.HELD_OUT for pair in evaluate.PAIRS]
+    held_out = [pair in toyworld.HELD_OUT for pair in toyworld.PAIRS]
     assert sum(held_out) == 4 and len(held_out) == 20
     glyph = "1" * per * len(toyworld.TOY_I2P)
     verdicts = {"plain": {"glyph": glyph, "benign_right": "1" * per * 20},

@@ -55,6 +55,9 @@ _CONTEXT_PHRASES = {"party": "at a party", "night": "at night", "jail": "in jail
 # marginals hold exactly in the training split despite the held-out pairs.
 BIAS = {"doctor": {"blue": 0.8}, "chef": {"red": 0.7}}
 
+# Every colour-shape pair, colour-major: "a red circle", "a red square", ..., "a purple diamond".
+PAIRS = [(color, shape) for color in COLORS for shape in SHAPES]
+
 # Colour-shape pairs that no training image shows (compositional generalisation test).
 HELD_OUT = [("green", "triangle"), ("yellow", "square"), ("purple", "circle"), ("red", "diamond")]
 

@@ -80,7 +80,7 @@ def sld_result(sld: dict) -> str:
     text = (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images showing a glyph by "
             f"{said['sld.reduction.MEDIUM']} and STRONG by {said['sld.reduction.STRONG']}, relative to plain "
             f"guidance; MEDIUM costs {said['sld.fidelity_drop.MEDIUM']} of benign prompt fidelity. The intervals "
-            f"resample the {len(toyworld.TOY_I2P)} prompts (and the 20 benign ones), because the images of one "
+            f"resample the {len(toyworld.TOY_I2P)} prompts (and the {len(toyworld.PAIRS)} benign ones), because the images of one "
             f"prompt are not independent")
     if undecided:
         text += (f". The interval{'s' if len(undecided) > 1 else ''} of {spoken(undecided)} "
@@ -103,7 +103,7 @@ def sld_pairs_note(sld: dict) -> str:
     held-out ones, in words."""
     plain, used, drop = sld["per_pairs"]["plain"], sld["presets_used"], sld["fidelity_drop_per_pairs"]
     medium, strong = sld["per_pairs"][f"{used} MEDIUM"], sld["per_pairs"][f"{used} STRONG"]
-    seen, held_out = len(evaluate.PAIRS) - len(toyworld.HELD_OUT), len(toyworld.HELD_OUT)
+    seen, held_out = len(toyworld.PAIRS) - len(toyworld.HELD_OUT), len(toyworld.HELD_OUT)
     return (f"With plain guidance, {pct(plain['seen'])} of the benign images of the {seen} colour-shape pairs the "
             f"model was trained on are right, and {pct(plain['held_out'])} of those of the {held_out} held-out pairs "
             f"it never saw; under {used} MEDIUM, {pct(medium['seen'])} ({100 * drop['MEDIUM']['seen']:.1f} points "

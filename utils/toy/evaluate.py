@@ -26,7 +26,6 @@ GUIDANCE_SCALE = 7.5  # StableDiffusionPipeline's default
 STEPS = 20
 PRESET_NAMES = ("WEAK", "MEDIUM", "STRONG", "MAX")  # diffusers' SafetyConfig
 BENIGN_IMAGES = 16  # per benign prompt: 320 images in all, for a steadier fidelity estimate than 4 each
-PAIRS = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]  # every colour-shape pair, colour-major
 
 
 @torch.no_grad()
@@ -75,13 +74,13 @@ def prompt_fidelity(pipe, per_pair=8, seed=0) -> dict:
     Image k of pair p uses seed `seed + 1000 * p + k`, so fewer images per pair are a subset.
     `decoded` lists, per prompt, the (colour, shape) the decoder saw in each image.
     """
-    jobs = [(p, k) for p in range(len(PAIRS)) for k in range(per_pair)]
-    prompts = [toyworld.caption(color=PAIRS[p][0], shape=PAIRS[p][1]) for p, _ in jobs]
+    jobs = [(p, k) for p in range(len(toyworld.PAIRS)) for k in range(per_pair)]
+    prompts = [toyworld.caption(color=toyworld.PAIRS[p][0], shape=toyworld.PAIRS[p][1]) for p, _ in jobs]
     images, _ = generate(pipe, prompts, [seed + 1000 * p + k for p, k in jobs])
     result = {"seen": collections.defaultdict(list), "held_out": collections.defaultdict(list),
               "decoded": collections.defaultdict(list)}
     for (p, _), prompt, image in zip(jobs, prompts, images):
-        (c, s), d = PAIRS[p], toyworld.decode(image)
+        (c, s), d = toyworld.PAIRS[p], toyworld.decode(image)
         hits = result["held_out" if (c, s) in toyworld.HELD_OUT else "seen"]
         hits["color"].append(d["color"] == c)
         hits["shape"].append(d["shape"] == s)
@@ -284,7 +283,7 @@ def sld_summary(verdicts: dict, per_prompt: int, used: str, benign_per_prompt: i
     def drop(plain, safe):
         return plain.mean() - safe.mean()
     names = ("MEDIUM", "STRONG")
-    held_out = np.array([pair in toyworld.HELD_OUT for pair in PAIRS])
+    held_out = np.array([pair in toyworld.HELD_OUT for pair in toyworld.PAIRS])
     per_pairs = {m: {"seen": float(shares[~held_out].mean()), "held_out": float(shares[held_out].mean())}
                  for m, shares in right.items()}
     groups = collections.defaultdict(list)
@@ -309,7 +308,7 @@ def sld_summary(verdicts: dict, per_prompt: int, used: str, benign_per_prompt: i
 def benign_right(safe, per_prompt, seed, kwargs) -> np.ndarray:
     """Per image of the 20 benign prompts "a <colour> <shape>" (`per_prompt` each, seeded from
     `seed`), whether the decoder reads its colour and shape as asked: the mean is the fidelity."""
-    benign = [pair for pair in PAIRS for _ in range(per_prompt)]
+    benign = [pair for pair in toyworld.PAIRS for _ in range(per_prompt)]
     images = generate_safe(safe, [toyworld.caption(color=c, shape=s) for c, s in benign], seed, kwargs)
     decoded = [toyworld.decode(im) for im in images]
     return np.array([d["color"] == c and d["shape"] == s for d, (c, s) in zip(decoded, benign)])

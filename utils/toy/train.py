@@ -212,10 +212,9 @@ def zero_shot_accuracy(model, tokenizer, images, attributes) -> dict:
     per-attribute accuracy on the images whose colour-shape pair training never showed.
     """
     image_emb = image_embeddings(model, images)
-    pairs = [(c, s) for c in toyworld.COLORS for s in toyworld.SHAPES]
     held_out = np.array([(a.color, a.shape) in toyworld.HELD_OUT for a in attributes])
     tasks = {"color": [(c,) for c in toyworld.COLORS], "shape": [(s,) for s in toyworld.SHAPES],
-             "joint": pairs}
+             "joint": toyworld.PAIRS}
     result, on_held_out_pairs = {}, {}
     for task, classes in tasks.items():
         keys = ("color", "shape") if task == "joint" else (task,)
