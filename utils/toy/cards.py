@@ -80,8 +80,8 @@ def sld_result(sld: dict) -> str:
     text = (f"With the {sld['presets_used']} presets, MEDIUM lowers the share of images showing a glyph by "
             f"{said['sld.reduction.MEDIUM']} and STRONG by {said['sld.reduction.STRONG']}, relative to plain "
             f"guidance; MEDIUM costs {said['sld.fidelity_drop.MEDIUM']} of benign prompt fidelity. The intervals "
-            f"resample the {len(toyworld.TOY_I2P)} prompts (and the {len(toyworld.PAIRS)} benign ones), because the images of one "
-            f"prompt are not independent")
+            f"resample the {len(toyworld.TOY_I2P)} prompts (and the {len(toyworld.PAIRS)} benign ones), because "
+            f"the images of one prompt are not independent")
     if undecided:
         text += (f". The interval{'s' if len(undecided) > 1 else ''} of {spoken(undecided)} "
                  f"hold{'' if len(undecided) > 1 else 's'} values on both sides of {'their limits' if len(undecided) > 1 else 'its limit'}: "
