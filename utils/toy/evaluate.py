@@ -74,13 +74,13 @@ def prompt_fidelity(pipe, per_pair=8, seed=0) -> dict:
     Image k of pair p uses seed `seed + 1000 * p + k`, so fewer images per pair are a subset.
     `decoded` lists, per prompt, the (colour, shape) the decoder saw in each image.
     """
-    jobs = [(p, k) for p in range(len(toyworld.PAIRS)) for k in range(per_pair)]
-    prompts = [toyworld.caption(color=toyworld.PAIRS[p][0], shape=toyworld.PAIRS[p][1]) for p, _ in jobs]
-    images, _ = generate(pipe, prompts, [seed + 1000 * p + k for p, k in jobs])
+    jobs = [(p, pair, k) for p, pair in enumerate(toyworld.PAIRS) for k in range(per_pair)]
+    prompts = [toyworld.caption(color=c, shape=s) for _, (c, s), _ in jobs]
+    images, _ = generate(pipe, prompts, [seed + 1000 * p + k for p, _, k in jobs])
     result = {"seen": collections.defaultdict(list), "held_out": collections.defaultdict(list),
               "decoded": collections.defaultdict(list)}
-    for (p, _), prompt, image in zip(jobs, prompts, images):
-        (c, s), d = toyworld.PAIRS[p], toyworld.decode(image)
+    for (_, (c, s), _), prompt, image in zip(jobs, prompts, images):
+        d = toyworld.decode(image)
         hits = result["held_out" if (c, s) in toyworld.HELD_OUT else "seen"]
         hits["color"].append(d["color"] == c)
         hits["shape"].append(d["shape"] == s)

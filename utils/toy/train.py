@@ -1,6 +1,6 @@
 """Reproduce the course's toy models from the toy world, on a CPU.
 
-    python -m utils.toy.train             # everything, about 65 minutes on 2 CPU cores
+    python -m utils.toy.train             # everything: 86 minutes recorded on 2 CPU cores (training.json)
     python -m utils.toy.train --quick     # a few steps of each stage (a smoke test)
 
 Stages, each checked before the next is trained (the toy world is in `utils.toyworld`):
@@ -44,10 +44,12 @@ from .. import toyworld
 from ..clip import CLIP_MEAN, CLIP_STD, image_embeddings, pixels_for_clip, text_embeddings
 from ..models import WEIGHTS_DIR
 MAX_TOKENS = 48  # tokenizer.model_max_length; the longest training caption has 39 tokens
-# How the UNet stage draws unknown words (its cache key): `toyworld.unknown_word`'s pool, 5% of
-# captions empty and 10% unknown words only. The data set's own captions, which CLIP trains on,
-# keep `toyworld.FILLER_WORDS`.
-UNKNOWN_WORDS = "unknown_word pool; p_empty 0.05, p_unknown_only 0.1"
+# The UNet's captions for classifier-free guidance: this share empty, and this share of unknown
+# words only (the others have `toyworld.P_UNKNOWN` of them inserted).
+P_EMPTY, P_UNKNOWN_ONLY = 0.05, 0.1
+# How the UNet stage draws unknown words (its cache key): `toyworld.unknown_word`'s pool. The data
+# set's own captions, which CLIP trains on, keep `toyworld.FILLER_WORDS`.
+UNKNOWN_WORDS = f"unknown_word pool; p_empty {P_EMPTY}, p_unknown_only {P_UNKNOWN_ONLY}"
 GREY_SHARE = 0.5  # of the images CLIP trains on, the share shown in greyscale (see `train_clip`)
 
 
@@ -313,7 +315,8 @@ def noise_schedule(cls=DDPMScheduler):
 
 
 def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-3,
-               p_empty=0.05, p_unknown_only=0.1, ema_decay=0.999, seed=0) -> UNet2DConditionModel:
+               p_empty=P_EMPTY, p_unknown_only=P_UNKNOWN_ONLY, ema_decay=0.999,
+               seed=0) -> UNet2DConditionModel:
     """Denoising loss on v (Salimans & Ho 2022), with the text dropped for classifier-free
     guidance (Ho & Salimans 2022): to "" with probability `p_empty`, and to a caption of unknown
     words (`toyworld.unknown_caption`) with `p_unknown_only`, so such words come to mean what ""
@@ -521,6 +524,8 @@ def main(argv=None):
     record = {"command": " ".join(["python -m utils.toy.train"] + (argv if argv is not None else sys.argv[1:])),
               "seed": args.seed, "images": args.images, "clip_steps": args.clip_steps,
               "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
+              "unet_captions": {"empty": P_EMPTY, "unknown_words_only": P_UNKNOWN_ONLY,
+                                "unknown_words_inserted": toyworld.P_UNKNOWN},
               "threads": torch.get_num_threads(), "training_minutes": minutes,
               "torch": torch.__version__, "clip_zero_shot": zero_shot,
               "vae_mean_abs_error_255": round(vae_mae, 2), "safety_checker": checker_report}
