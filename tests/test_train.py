@@ -80,6 +80,9 @@ def test_quick_training_builds_a_loadable_pipeline(tmp_path):
     train.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     record = json.loads((tmp_path / "out" / "training.json").read_text())
     assert record["unet_steps"] == 3 and record["seed"] == 0
+    # the caption mix that notebook 01 describes, and the UNet stage's cache key, unchanged by naming it
+    assert record["unet_captions"] == {"empty": 0.05, "unknown_words_only": 0.1, "unknown_words_inserted": 0.15}
+    assert train.UNKNOWN_WORDS == "unknown_word pool; p_empty 0.05, p_unknown_only 0.1"
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "out" / "toy-sd", use_safetensors=True)
     assert pipe.safety_checker is not None
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
