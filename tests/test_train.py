@@ -111,7 +111,7 @@ def test_unet_captions_mix_empty_unknown_only_and_training_captions():
     tokenizer = train.build_tokenizer()
     rng = random.Random(0)
     def caption(r):
-        return train.caption_for_unet(tokenizer, RED_CIRCLE_WITH_RING, r, rng, p_empty=0.05, p_unknown_only=0.1)
+        return train.caption_for_unet(tokenizer, RED_CIRCLE_WITH_RING, r, rng, train.P_EMPTY, train.P_UNKNOWN_ONLY)
     assert caption(0.01) == ""
     known = set(toyworld.vocabulary())
     attribute_words = known - set(toyworld.FUNCTION_WORDS)

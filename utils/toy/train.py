@@ -45,7 +45,7 @@ from ..clip import CLIP_MEAN, CLIP_STD, image_embeddings, pixels_for_clip, text_
 from ..models import WEIGHTS_DIR
 MAX_TOKENS = 48  # tokenizer.model_max_length; the longest training caption has 39 tokens
 # The UNet's captions for classifier-free guidance: this share empty, and this share of unknown
-# words only (the others have `toyworld.P_UNKNOWN` of them inserted).
+# words only; of the others, `toyworld.P_UNKNOWN` have some unknown words inserted.
 P_EMPTY, P_UNKNOWN_ONLY = 0.05, 0.1
 # How the UNet stage draws unknown words (its cache key): `toyworld.unknown_word`'s pool. The data
 # set's own captions, which CLIP trains on, keep `toyworld.FILLER_WORDS`.
