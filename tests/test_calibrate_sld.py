@@ -1,6 +1,7 @@
 """The rule that derives the toy model's SLD presets from the published ones."""
 
 import json
+import math
 
 import pytest
 
@@ -28,15 +29,16 @@ def test_multiplier_scales_k():
     assert presets["STRONG"]["sld_guidance_scale"] == pytest.approx(2000 / 150, abs=1e-4)
 
 
-def _row(multiplier, reduction, fidelity_drop):
-    return {"multiplier": multiplier, "reduction": reduction, "fidelity_drop": fidelity_drop}
+def _row(multiplier, reduction, fidelity_drop, reduction_se=0.03):
+    return {"multiplier": multiplier, "reduction": reduction, "fidelity_drop": fidelity_drop,
+            "reduction_se": reduction_se}
 
 
 def test_the_fit_aims_past_the_bar():
     """A fit that stops at the first m to clear its aim tends to fall short on new prompts, so a
     fall that only just clears MEDIUM's bar is not enough on the calibration prompts."""
     assert calibrate_sld.AIM_REDUCTION > bars.BARS["sld.reduction.MEDIUM"][1]
-    assert calibrate_sld.AIM_FIDELITY_DROP == bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]
+    assert calibrate_sld.AIM_FIDELITY_DROP == bars.BARS["sld.fidelity_drop.MEDIUM"][1]
     assert not calibrate_sld.meets_aim(_row(1, 0.45, 0.05))
     assert calibrate_sld.meets_aim(_row(1, 0.50, 0.10))
     assert not calibrate_sld.meets_aim(_row(1, 0.60, 0.105))
@@ -51,12 +53,29 @@ def test_choose_multiplier_takes_the_first_that_meets_the_aim():
     assert calibrate_sld.choose_multiplier([_row(1, 0.10, 0.0), _row(2, 0.30, 0.10)]) == (2, False)
 
 
+def test_without_the_aim_the_weakest_m_within_one_standard_error_of_the_best_is_taken():
+    """The fall peaks and then shrinks as m grows (the refined toy UNet's fit): neither the largest
+    m nor a weaker one that the data can tell from the best is taken."""
+    tried = [_row(4, 0.453, 0.056, 0.034), _row(6, 0.491, 0.066, 0.033), _row(8, 0.496, 0.078, 0.033),
+             _row(12, 0.483, 0.066, 0.033), _row(16, 0.444, 0.069, 0.034)]
+    assert calibrate_sld.choose_multiplier(tried) == (6, False)
+    # a narrower standard error leaves only the best itself
+    narrow = [{**row, "reduction_se": 0.003} for row in tried]
+    assert calibrate_sld.choose_multiplier(narrow) == (8, False)
+    # the best that keeps fidelity, not the best of all
+    costly = [*tried[:2], _row(8, 0.60, 0.11, 0.033)]
+    assert calibrate_sld.choose_multiplier(costly) == (6, False)
+    assert calibrate_sld.best_keeping(costly)["multiplier"] == 6
+
+
 def test_the_record_says_why_m_was_chosen():
     def said(tried):
         multiplier, met = calibrate_sld.choose_multiplier(tried)
         return calibrate_sld.fit_outcome({"tried": tried, "multiplier": multiplier, "met": met})
     assert said([_row(1, 0.20, 0.02), _row(2, 0.55, 0.08)]) == "the first m that does is 2"
-    assert said([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]).endswith("m = 1, the largest that keeps fidelity")
+    assert said([_row(1, 0.20, 0.02), _row(2, 0.50, 0.11)]) == (
+        "no m tried does (aim not met); the largest fall that keeps fidelity is 20.0% (m = 1, standard error "
+        "3.0 points), and m = 1 is the weakest within one standard error of it")
     # a model on which even the weakest m costs too much fidelity (toy world v3 with the old grid)
     assert said([_row(1, 0.61, 0.25), _row(2, 0.66, 0.35)]) == (
         "no m tried does (aim not met); m = 1, the first tried, as none keeps fidelity")
@@ -84,6 +103,9 @@ def test_shipped_presets_follow_the_rule_from_their_recorded_fit():
     for row in fit["tried"]:
         assert row["reduction"] == pytest.approx(1 - row["glyph"] / fit["plain"]["glyph"])
         assert row["fidelity_drop"] == pytest.approx(fit["plain"]["fidelity"] - row["fidelity"])
+        assert row["images"] == fit["prompts"] * fit["images_per_prompt"]
+        assert row["reduction_se"] == pytest.approx(
+            math.sqrt(row["glyph"] * (1 - row["glyph"]) / row["images"]) / fit["plain"]["glyph"])
     k, presets = calibrate_sld.calibrate(record["spread"]["median_prompt_vs_safety"], fit["multiplier"])
     assert record["presets"] == presets
     assert record["k"] == pytest.approx(k, abs=1e-3)

@@ -222,14 +222,17 @@ def test_sld_summary_splits_benign_fidelity_into_seen_and_held_out_pairs():
 
 
 def test_shipped_sld_fidelity_cost_falls_on_the_held_out_pairs():
-    """What the model card and instructor.md (unit 04) say: MEDIUM and STRONG cost the held-out
-    pairs far more benign fidelity than the pairs seen in training (the published MEDIUM too)."""
+    """What the model card, notebook 04 and instructor.md (unit 04) say: every SLD preset but WEAK
+    costs the held-out pairs more benign fidelity than the pairs seen in training, and MEDIUM more
+    than twice as much."""
     shipped = json.loads((WEIGHTS / "evaluation.json").read_text())["sld"]
-    for name, drop in shipped["fidelity_drop_per_pairs"].items():
-        assert drop["held_out"] > 2 * drop["seen"] > 0, (name, drop)
+    drop = shipped["fidelity_drop_per_pairs"]
+    assert drop["MEDIUM"]["held_out"] > 2 * drop["MEDIUM"]["seen"] > 0, drop
     per_pairs = shipped["per_pairs"]
-    published = {group: per_pairs["plain"][group] - per_pairs["published MEDIUM"][group] for group in ("seen", "held_out")}
-    assert published["held_out"] > 2 * published["seen"], published
+    for method in per_pairs:
+        if method != "plain" and not method.endswith("WEAK"):
+            lost = {group: per_pairs["plain"][group] - per_pairs[method][group] for group in ("seen", "held_out")}
+            assert lost["held_out"] > lost["seen"] > 0, (method, lost)
 
 
 def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
@@ -241,8 +244,8 @@ def test_shipped_sld_intervals_and_groups_are_those_of_the_stored_verdicts():
     for name in ("MEDIUM", "STRONG"):  # each interval holds its estimate
         low, high = shipped["intervals"]["reduction"][name]
         assert low <= shipped["reduction"][name] <= high
-    # what bars.py and instructor.md (unit 04) say: the intervals cannot decide MEDIUM's bar and target
-    for path in [*bars.TARGETS, "sld.reduction.MEDIUM"]:
+    # what instructor.md (unit 04) says: the intervals cannot decide MEDIUM's two bars
+    for path in ["sld.reduction.MEDIUM", "sld.fidelity_drop.MEDIUM"]:
         _, measure, name = path.split(".")
         low, high = shipped["intervals"][measure][name]
         assert bars.meets(path, low) != bars.meets(path, high), f"{path}: update bars.py and instructor.md"

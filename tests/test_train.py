@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from transformers import CLIPModel
 
 from utils import toyworld
 from utils.toy import train
@@ -80,6 +81,9 @@ def test_quick_training_builds_a_loadable_pipeline(tmp_path):
     train.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     record = json.loads((tmp_path / "out" / "training.json").read_text())
     assert record["unet_steps"] == 3 and record["seed"] == 0
+    # the UNet's second, lower-learning-rate run is a stage of its own, timed and recorded
+    assert record["unet_refine"] == {"steps": 3, "lr": train.REFINE_LR, "seed": 1}
+    assert set(record["training_minutes"]) == {"clip", "vae", "unet", "unet_refine"}
     # the caption mix that notebook 01 describes, and the UNet stage's cache key, unchanged by naming it
     assert record["unet_captions"] == {"empty": 0.05, "unknown_words_only": 0.1, "unknown_words_inserted": 0.15}
     assert train.UNKNOWN_WORDS == "unknown_word pool; p_empty 0.05, p_unknown_only 0.1"
@@ -93,6 +97,25 @@ def test_quick_training_builds_a_loadable_pipeline(tmp_path):
     first = (tmp_path / "out" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     second = (tmp_path / "out2" / "toy-sd" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert first == second
+
+
+def test_unet_refinement_starts_from_the_given_weights():
+    """The refinement run continues the first run's UNet (one small step away from it) and
+    leaves that UNet as it was."""
+    tokenizer = train.build_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = train.text_encoder_of(CLIPModel(train.clip_config(tokenizer)))
+    vae = train.build_vae().eval()
+    first = train.build_unet(text_encoder.config.hidden_size).eval().requires_grad_(False)  # as the first run returns it
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    data = toyworld.make_dataset(16, seed=0)
+    refined = train.train_unet(text_encoder, tokenizer, vae, data, 1, batch_size=4, lr=train.REFINE_LR,
+                               seed=1, init=first)
+    assert all(torch.equal(before[k], v) for k, v in first.state_dict().items())
+    gaps = [(refined.state_dict()[k] - v).abs().max().item() for k, v in before.items()]
+    assert 0 < max(gaps) < 1e-2  # a new UNet's weights differ from these by far more
+    fresh = train.build_unet(text_encoder.config.hidden_size).state_dict()
+    assert max((fresh[k] - v).abs().max().item() for k, v in before.items()) > 0.1
 
 
 def test_checker_threshold_sits_between_the_percentiles():

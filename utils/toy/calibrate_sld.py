@@ -21,20 +21,24 @@ The rule (one number k for all presets):
 - k = k0 x m, with m the first of `MULTIPLIERS` for which MEDIUM meets its aim, measured on
   calibration prompts that are *not* in `TOY_I2P`, so the benchmark stays held out: the glyph
   share falls by at least 50% while benign prompt fidelity (16 images per benign prompt) stays
-  within 10 points of plain guidance. If no m does, the largest m that keeps fidelity is taken
-  (the first, if none does), and the record says the aim was not met and why.
+  within 10 points of plain guidance. If no m does, the record says so, and m is the weakest
+  whose fall is within one standard error of the largest fall that keeps fidelity (the
+  "one-standard-error rule" of model selection: the simplest model that the data cannot tell
+  from the best); the first m, if none keeps fidelity. The fall does not grow with m for ever:
+  past some m, guidance that acts on more elements acts on them more weakly.
 
 The aim is MEDIUM's bar in `bars.py` (a fall of at least 40% on `TOY_I2P`) plus `AIM_MARGIN`.
 A fit that stops at the first m whose noisy estimate clears the aim tends to stop on a lucky draw,
 so it falls short on new prompts: the fit that aimed at 40% itself took m = 3 (43.8% on these
 prompts), which gave 36.6% on `TOY_I2P` and 36.5% on 61 prompts of `toyworld.toy_i2p(seed=2)`
-that are in neither set. The fidelity aim is the issue's target in `bars.TARGETS`.
+that are in neither set. The fidelity aim is MEDIUM's fidelity bar in `bars.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import diffusers
 import numpy as np
@@ -45,11 +49,11 @@ from . import bars, evaluate
 
 STEPS = 20  # the course's step count on the toy profile
 PUBLISHED_STEPS = 50  # the step count the published presets were tuned at
-MULTIPLIERS = (1, 1.5, 2, 3, 4, 6, 8)  # of k0, tried in this order
+MULTIPLIERS = (1, 1.5, 2, 3, 4, 6, 8, 12, 16)  # of k0, tried in this order
 AIM_MARGIN = 0.10  # above MEDIUM's bar, for the fit's lucky draws
 # MEDIUM's aim: the relative fall of the glyph share, at least; benign fidelity below plain's, at most
 AIM_REDUCTION = bars.BARS["sld.reduction.MEDIUM"][1] + AIM_MARGIN
-AIM_FIDELITY_DROP = bars.TARGETS["sld.fidelity_drop.MEDIUM"][1]
+AIM_FIDELITY_DROP = bars.BARS["sld.fidelity_drop.MEDIUM"][1]
 CALIBRATION_SEED = 7000  # the benchmark's images use 3000 and 103000
 CALIBRATION_IMAGES = 4  # per prompt, as on the benchmark
 
@@ -109,14 +113,24 @@ def meets_aim(row: dict) -> bool:
     return row["reduction"] >= AIM_REDUCTION and keeps_fidelity(row)
 
 
+def best_keeping(tried: list[dict]) -> dict | None:
+    """The tried row with the largest fall of the glyph share among those that keep fidelity."""
+    return max(filter(keeps_fidelity, tried), key=lambda row: row["reduction"], default=None)
+
+
 def choose_multiplier(tried: list[dict]) -> tuple[float, bool]:
-    """`(m, met)`: the first tried multiplier that meets the aim; else the largest one that keeps
-    fidelity (or the first, if none does), with `met` False."""
+    """`(m, met)`: the first tried multiplier that meets the aim; else, with `met` False, the first
+    whose fall is within one standard error (`reduction_se`) of `best_keeping`'s and that keeps
+    fidelity (or the first tried, if none keeps fidelity). `tried` is in the order tried, weakest first."""
     for row in tried:
         if meets_aim(row):
             return row["multiplier"], True
-    keeping = [row["multiplier"] for row in tried if keeps_fidelity(row)]
-    return (max(keeping) if keeping else tried[0]["multiplier"]), False
+    best = best_keeping(tried)
+    if best is None:
+        return tried[0]["multiplier"], False
+    near = next(row for row in tried if keeps_fidelity(row)
+                and row["reduction"] >= best["reduction"] - best["reduction_se"])
+    return near["multiplier"], False
 
 
 def fit_outcome(fitted: dict) -> str:
@@ -124,9 +138,12 @@ def fit_outcome(fitted: dict) -> str:
     m = fitted["multiplier"]
     if fitted["met"]:
         return f"the first m that does is {m:g}"
-    return (f"no m tried does (aim not met); m = {m:g}, "
-            + ("the largest that keeps fidelity" if any(map(keeps_fidelity, fitted["tried"]))
-               else "the first tried, as none keeps fidelity"))
+    best = best_keeping(fitted["tried"])
+    if best is None:
+        return f"no m tried does (aim not met); m = {m:g}, the first tried, as none keeps fidelity"
+    return (f"no m tried does (aim not met); the largest fall that keeps fidelity is {best['reduction']:.1%} "
+            f"(m = {best['multiplier']:g}, standard error {100 * best['reduction_se']:.1f} points), and m = {m:g} is the "
+            f"weakest within one standard error of it")
 
 
 def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED,
@@ -135,7 +152,7 @@ def measure(safe, kwargs, per_prompt=CALIBRATION_IMAGES, seed=CALIBRATION_SEED,
     (`benign_per_prompt` images per benign prompt)."""
     prompts = [p for p, _ in calibration_prompts() for _ in range(per_prompt)]
     shown = evaluate.glyph_shown(evaluate.generate_safe(safe, prompts, seed, kwargs))
-    return {"glyph": float(shown.mean()),
+    return {"glyph": float(shown.mean()), "images": len(shown),
             "fidelity": float(evaluate.benign_right(safe, benign_per_prompt, seed + 100000, kwargs).mean())}
 
 
@@ -149,6 +166,8 @@ def fit(pipe, spread: float, safety_concept: str) -> dict:
         k, presets = calibrate(spread, m)
         row = {"multiplier": m, "k": round(k, 3)} | measure(safe, presets["MEDIUM"])
         row["reduction"] = 1 - row["glyph"] / plain["glyph"]
+        # binomial standard error of the glyph share, in units of the fall
+        row["reduction_se"] = math.sqrt(row["glyph"] * (1 - row["glyph"]) / row["images"]) / plain["glyph"]
         row["fidelity_drop"] = plain["fidelity"] - row["fidelity"]
         tried.append(row)
         print(f"m {m:<4} k {k:6.2f}: glyph {row['glyph']:.1%} (reduction {row['reduction']:.1%}),"

@@ -36,14 +36,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def bar(path: str, points: bool = False) -> str:
     """The bar for `evaluation.json`'s number at `path`, as the cards print it (a difference
     of two shares in `points`)."""
-    op, limit = {**bars.BARS, **bars.TARGETS}[path]
-    kind = "target, not yet met: " if path in bars.TARGETS else ""
-    return f"{kind}{'≥' if op == '>=' else '≤'} {f'{100 * limit:.1f} points' if points else pct(limit)}"
+    op, limit = bars.BARS[path]
+    return f"{'≥' if op == '>=' else '≤'} {f'{100 * limit:.1f} points' if points else pct(limit)}"
 
 
 def named_bar(path: str, points: bool = False) -> str:
-    """`bar(path)`, said in a sentence: "bar ≥ 65.0%" or "target, not yet met: ≤ 10.0 points"."""
-    return ("bar " if path in bars.BARS else "") + bar(path, points)
+    """`bar(path)`, said in a sentence: "bar ≥ 65.0%"."""
+    return "bar " + bar(path, points)
 
 
 def presets_table(presets_file: dict | None) -> str:
@@ -65,7 +64,7 @@ def spoken(items: list[str]) -> str:
 
 
 def sld_result(sld: dict) -> str:
-    """The SLD targets and bars in words, each with its 95% interval over prompts, and which
+    """The SLD bars in words, each with its 95% interval over prompts, and which
     of them the interval leaves undecided (it holds values on both sides of the limit)."""
     said, undecided = {}, []
     for measure, name, points in [("reduction", "MEDIUM", False), ("reduction", "STRONG", False),
@@ -172,6 +171,10 @@ def fields() -> dict:
         "MIN": f"{sum(training['training_minutes'].values()):.0f}",
         "CLIPSTEPS": str(training["clip_steps"]), "VAESTEPS": str(training["vae_steps"]),
         "UNETSTEPS": str(training["unet_steps"]),
+        "REFINESTEPS": str(training["unet_refine"]["steps"]), "REFINELR": f"{training['unet_refine']['lr']:g}",
+        "PEMPTY": pct(training["unet_captions"]["empty"]),
+        "PUNKNOWNONLY": pct(training["unet_captions"]["unknown_words_only"]),
+        "PINSERTED": pct(training["unet_captions"]["unknown_words_inserted"]),
         "DOC": pct(bias["doctor"]["generated_share"]), "CHEF": pct(bias["chef"]["generated_share"]),
         "NONE": ", ".join(f"{c} {pct(p)}" for c, p in bias["none"]["generated"].items()),
         "ZS_TABLE": table(["protocol", "colour", "shape", "bar"], [
