@@ -40,8 +40,12 @@ BARS = {
 #   better one (1500 steps, 1.79 / 255) cost 13.8 and 15.6 (seed 103000) and moved the cost from
 #   the held-out pairs to the seen ones;
 # - 200 refinement steps instead of 600 cost 10.3 and 13.8 points on two samples.
+# With the refinement, the presets calibrated for the model without it (k = 30.56) cost 6.6, 9.4,
+# 6.2 and 8.8 points on the four benign samples above; its own (k = 30.59) cost 9.4 on TOY_I2P's.
 # The refined UNet's MEDIUM cuts the calibration prompts' glyph share by at most 49.6% (k0 x 8),
-# so it misses calibrate_sld's 50% aim, and the rule takes k0 x 6 (see the presets' record).
+# so it misses calibrate_sld's 50% aim, and the rule takes k0 x 6 (see the presets' record); k0 x 8
+# would cut TOY_I2P's by 39.9% at 9.1 points, and 61 fresh prompts' (toy_i2p(seed=2)) by 45.5%
+# against k0 x 6's 43.4%.
 
 _OPS = {">=": operator.ge, "<=": operator.le}
 
