@@ -334,8 +334,8 @@ def train_unet(text_encoder, tokenizer, vae, data, steps, batch_size=128, lr=1e-
         lat_mean = torch.cat([d.mean for d in dist])
         lat_std = torch.cat([d.std for d in dist])
     torch.manual_seed(seed)
-    unet = (build_unet(text_encoder.config.hidden_size) if init is None  # the first run's EMA has no grads
-            else copy.deepcopy(init).train().requires_grad_(True))
+    unet = (build_unet(text_encoder.config.hidden_size) if init is None
+            else copy.deepcopy(init).train().requires_grad_(True))  # the first run returns an EMA without grads
     ema = copy.deepcopy(unet).requires_grad_(False)
     scheduler = noise_schedule()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
